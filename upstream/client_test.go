@@ -1,0 +1,309 @@
+package upstream_test
+
+import (
+	"context"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/fakeupstream"
+	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/upstream"
+)
+
+// captured is what a recording token endpoint saw.
+type captured struct {
+	auth string
+	form url.Values
+}
+
+// recordingServer answers token requests with a fixed token and records
+// the last one.
+func recordingServer(t *testing.T, answer func(w http.ResponseWriter)) (*httptest.Server, *atomic.Pointer[captured]) {
+	t.Helper()
+	last := &atomic.Pointer[captured]{}
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		require.NoError(t, r.ParseForm())
+		last.Store(&captured{auth: r.Header.Get("Authorization"), form: r.PostForm})
+		if answer != nil {
+			answer(w)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"access_token":"tok","token_type":"bearer","expires_in":120,"scope":"a  b "}`)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, last
+}
+
+func caPEM(srv *httptest.Server) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
+}
+
+func newClient(t *testing.T, cfg upstream.Config) *upstream.HTTPClient {
+	t.Helper()
+	c, err := upstream.New(cfg)
+	require.NoError(t, err)
+	return c
+}
+
+func TestToken_AuthMethodsAndGrants(t *testing.T) {
+	const secret = "s3cr+t/with&odd=chars"
+	cases := []struct {
+		name     string
+		cfg      upstream.Config
+		req      upstream.TokenRequest
+		wantAuth string
+		wantForm url.Values
+	}{
+		{
+			name: "client_secret_post",
+			cfg:  upstream.Config{ClientID: "id", ClientSecret: secret, GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost},
+			req:  upstream.TokenRequest{Scopes: []string{"a", "b"}},
+			wantForm: url.Values{"grant_type": {"client_credentials"}, "client_id": {"id"}, "client_secret": {secret},
+				"scope": {"a b"}},
+		},
+		{
+			name:     "client_secret_basic form-encodes both parts",
+			cfg:      upstream.Config{ClientID: "id", ClientSecret: secret, GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretBasic},
+			wantAuth: "Basic " + basic(url.QueryEscape("id"), url.QueryEscape(secret)),
+			wantForm: url.Values{"grant_type": {"client_credentials"}},
+		},
+		{
+			name: "password grant with extra parameters",
+			cfg: upstream.Config{ClientID: "client", GrantType: upstream.GrantPassword, AuthMethod: upstream.AuthClientSecretPost,
+				Username: "me", Password: "pw"},
+			req: upstream.TokenRequest{Scopes: []string{"integration"}, Params: url.Values{"audience": {"api"}}},
+			wantForm: url.Values{"grant_type": {"password"}, "client_id": {"client"}, "username": {"me"}, "password": {"pw"},
+				"scope": {"integration"}, "audience": {"api"}},
+		},
+		{
+			name: "client credentials with extra parameters",
+			cfg:  upstream.Config{ClientID: "id", ClientSecret: "s", GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost},
+			req:  upstream.TokenRequest{Params: url.Values{"resource": {"https://api.example"}}},
+			wantForm: url.Values{"grant_type": {"client_credentials"}, "client_id": {"id"}, "client_secret": {"s"},
+				"resource": {"https://api.example"}},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, last := recordingServer(t, nil)
+			tc.cfg.TokenURL = srv.URL + "/token"
+			tc.cfg.CACertPEM = caPEM(srv)
+			before := time.Now()
+			tok, err := newClient(t, tc.cfg).Token(context.Background(), tc.req)
+			require.NoError(t, err)
+			require.Equal(t, "tok", tok.AccessToken)
+			require.Equal(t, "a b", tok.Scope, "scope is normalized")
+			require.Equal(t, 120*time.Second, tok.Lifetime())
+			require.False(t, tok.IssuedAt.Before(before))
+
+			got := last.Load()
+			require.Equal(t, tc.wantAuth, got.auth)
+			require.Equal(t, tc.wantForm, got.form)
+		})
+	}
+}
+
+func basic(user, pass string) string {
+	r, _ := http.NewRequest(http.MethodGet, "https://x", nil)
+	r.SetBasicAuth(user, pass)
+	return strings.TrimPrefix(r.Header.Get("Authorization"), "Basic ")
+}
+
+func TestToken_ExpiresInForms(t *testing.T) {
+	cases := []struct {
+		name, body, contentType string
+		want                    time.Duration
+		wantErr                 string
+	}{
+		{"number", `{"access_token":"t","expires_in":60}`, "application/json", time.Minute, ""},
+		{"string", `{"access_token":"t","expires_in":"60"}`, "application/json", time.Minute, ""},
+		{"form encoded", `access_token=t&expires_in=60`, "application/x-www-form-urlencoded", time.Minute, ""},
+		{"missing", `{"access_token":"t"}`, "application/json", 0, "expires_in"},
+		{"negative", `{"access_token":"t","expires_in":-5}`, "application/json", 0, "expires_in"},
+		{"no token", `{"expires_in":60}`, "application/json", 0, "missing access_token"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, _ := recordingServer(t, func(w http.ResponseWriter) {
+				w.Header().Set("Content-Type", tc.contentType)
+				fmt.Fprint(w, tc.body)
+			})
+			c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "s",
+				GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+			tok, err := c.Token(context.Background(), upstream.TokenRequest{})
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, tok.Lifetime())
+		})
+	}
+}
+
+func TestToken_RedirectIsNotFollowed(t *testing.T) {
+	var elsewhere atomic.Int32
+	other := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { elsewhere.Add(1) }))
+	defer other.Close()
+	srv, _ := recordingServer(t, func(w http.ResponseWriter) {
+		w.Header().Set("Location", other.URL+"/steal")
+		w.WriteHeader(http.StatusTemporaryRedirect)
+	})
+	c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "s",
+		GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+	_, err := c.Token(context.Background(), upstream.TokenRequest{})
+	require.ErrorContains(t, err, "HTTP 307")
+	require.Zero(t, elsewhere.Load())
+}
+
+func TestToken_BodyIsBounded(t *testing.T) {
+	srv, _ := recordingServer(t, func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"access_token":"%s","expires_in":60}`, strings.Repeat("x", 2<<20))
+	})
+	c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "s",
+		GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+	_, err := c.Token(context.Background(), upstream.TokenRequest{})
+	require.Error(t, err)
+}
+
+func TestToken_UntrustedCertificateFails(t *testing.T) {
+	srv, last := recordingServer(t, nil)
+	c := newClient(t, upstream.Config{TokenURL: srv.URL, ClientID: "id", ClientSecret: "s",
+		GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+	_, err := c.Token(context.Background(), upstream.TokenRequest{})
+	require.ErrorContains(t, err, "certificate")
+	require.Nil(t, last.Load(), "no credentials reached an untrusted server")
+}
+
+func TestToken_ErrorNeverEchoesSecrets(t *testing.T) {
+	const secret = "super-secret-value"
+	srv, _ := recordingServer(t, func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprintf(w, `{"error":"invalid_client","error_description":"bad secret %s\n"}`, secret)
+	})
+	c := newClient(t, upstream.Config{TokenURL: srv.URL + "/token?tenant=x", CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: secret,
+		GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+	_, err := c.Token(context.Background(), upstream.TokenRequest{})
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), secret)
+	require.NotContains(t, err.Error(), "tenant=x", "the query string is left out")
+	require.Contains(t, err.Error(), `HTTP 400, OAuth2 error "invalid_client": bad secret [redacted]`)
+	require.True(t, upstream.IsInvalidClient(err))
+}
+
+func TestToken_ContextCancels(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	srv, _ := recordingServer(t, func(http.ResponseWriter) { <-release })
+	c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "s",
+		GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := c.Token(ctx, upstream.TokenRequest{})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+}
+
+func TestCertPool(t *testing.T) {
+	srv, _ := recordingServer(t, nil)
+	_, err := upstream.CertPool(caPEM(srv))
+	require.NoError(t, err)
+	for name, bad := range map[string]string{
+		"empty":      "",
+		"text":       "hello",
+		"trailing":   caPEM(srv) + "junk",
+		"key":        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+		"broken DER": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+	} {
+		_, err := upstream.CertPool(bad)
+		require.Error(t, err, name)
+	}
+}
+
+func TestNew_RejectsUnknownSettings(t *testing.T) {
+	_, err := upstream.New(upstream.Config{TokenURL: "https://x", GrantType: "implicit", AuthMethod: upstream.AuthClientSecretPost})
+	require.ErrorContains(t, err, "grant type")
+	_, err = upstream.New(upstream.Config{TokenURL: "https://x", GrantType: upstream.GrantClientCredentials, AuthMethod: "none"})
+	require.ErrorContains(t, err, "auth method")
+	_, err = upstream.New(upstream.Config{GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+	require.ErrorContains(t, err, "token URL")
+}
+
+// The clientcredentials API, against the fake that follows the vendor's page.
+func TestClientSecrets_CreateListDelete(t *testing.T) {
+	fake, err := fakeupstream.Start(fakeupstream.Options{})
+	require.NoError(t, err)
+	defer fake.Close()
+	creds := fake.Credentials()
+	cfg := upstream.Config{
+		TokenURL: fake.TokenURL(), RotationURL: fake.RotationURL(), CACertPEM: fake.CACertPEM(),
+		ClientID: creds.ClientID, ClientSecret: creds.ClientSecret, CustomerID: creds.CustomerID,
+		GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost,
+	}
+	c := newClient(t, cfg)
+	ctx := context.Background()
+
+	created, err := c.CreateClientSecret(ctx, "vault rotation")
+	require.NoError(t, err)
+	require.NotEmpty(t, created.ID)
+	require.NotEmpty(t, created.Secret)
+	require.Equal(t, "vault rotation", created.Description)
+	require.True(t, fake.SecretWorks(created.Secret), "a new secret works at once")
+	require.True(t, fake.SecretWorks(creds.ClientSecret), "and the old one keeps working")
+
+	list, err := c.ListClientSecrets(ctx)
+	require.NoError(t, err)
+	require.Len(t, list, 2)
+	for _, s := range list {
+		require.Empty(t, s.Secret)
+		require.Equal(t, creds.ClientID, s.ClientID)
+		require.False(t, s.CreatedAt.IsZero())
+	}
+
+	require.NoError(t, c.WithClientSecret(created.Secret).DeleteClientSecret(ctx, creds.ClientSecretID))
+	require.False(t, fake.SecretWorks(creds.ClientSecret), "a deleted secret stops working")
+	_, err = c.Token(ctx, upstream.TokenRequest{})
+	require.True(t, upstream.IsInvalidClient(err), "%v", err)
+
+	err = c.WithClientSecret(created.Secret).DeleteClientSecret(ctx, "no-such-id")
+	require.ErrorContains(t, err, "HTTP 404")
+	require.Empty(t, fake.Unexpected())
+}
+
+func TestClientSecrets_BoundedAndChecked(t *testing.T) {
+	var big atomic.Bool
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/token" {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"access_token":"t","expires_in":60}`)
+			return
+		}
+		require.Equal(t, "Bearer t", r.Header.Get("Authorization"))
+		if big.Load() {
+			_, _ = io.WriteString(w, "["+strings.Repeat(" ", 2<<20)+"]")
+			return
+		}
+		_, _ = io.WriteString(w, `not json`)
+	}))
+	defer srv.Close()
+	c := newClient(t, upstream.Config{TokenURL: srv.URL + "/token", RotationURL: srv.URL + "/api", CACertPEM: caPEM(srv),
+		ClientID: "id", ClientSecret: "s", CustomerID: "c", GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+	_, err := c.ListClientSecrets(context.Background())
+	require.ErrorContains(t, err, "not the JSON")
+	big.Store(true)
+	_, err = c.ListClientSecrets(context.Background())
+	require.ErrorContains(t, err, "larger than")
+	_, err = c.CreateClientSecret(context.Background(), "x")
+	require.Error(t, err)
+}

@@ -1,0 +1,74 @@
+package upstream
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+)
+
+// Error is a failed upstream exchange. Its text names the operation, the
+// endpoint (without query or user info), the HTTP status and the OAuth2
+// error code, and never a credential or a token.
+type Error struct {
+	Op          string
+	URL         string
+	StatusCode  int
+	Code        string
+	Description string
+	Err         error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Op)
+	if e.URL != "" {
+		b.WriteString(" to ")
+		b.WriteString(e.URL)
+	}
+	b.WriteString(" failed")
+	if e.StatusCode != 0 {
+		fmt.Fprintf(&b, ": HTTP %d", e.StatusCode)
+	}
+	if e.Code != "" {
+		fmt.Fprintf(&b, ", OAuth2 error %q", e.Code)
+	}
+	if e.Description != "" {
+		fmt.Fprintf(&b, ": %s", e.Description)
+	}
+	if e.Err != nil {
+		fmt.Fprintf(&b, ": %v", e.Err)
+	}
+	return b.String()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// IsInvalidClient reports whether the upstream refused the client's
+// credentials: the stored secret is wrong, expired or deleted.
+func IsInvalidClient(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && (e.Code == "invalid_client" || e.StatusCode == 401)
+}
+
+// redactURL keeps scheme, host and path: query strings and user info may
+// carry what is not ours to log.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "the configured URL"
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
+}
+
+// unwrapURLError drops net/url's wrapper, whose text repeats the full URL.
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if ue.Timeout() {
+			return fmt.Errorf("timed out: %w", ue.Err)
+		}
+		return ue.Err
+	}
+	return err
+}
