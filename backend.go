@@ -1,0 +1,132 @@
+// Package mapsindoors is a Vault secrets engine that keeps an OAuth2 client
+// credential (MapsIndoors' first of all) in Vault and hands out short-lived
+// bearer tokens from it as leases that never outlive the token.
+package mapsindoors
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/upstream"
+)
+
+// Version is the plugin's semantic version, "v" first, as Vault compares it
+// with the -version given at registration. Release builds set it with
+// -ldflags "-X github.com/mapsindoors/vault-plugin-secrets-mapsindoors.Version=v1.2.3".
+var Version = "v0.1.0"
+
+const (
+	operationPrefix = "mapsindoors"
+
+	backendHelp = `
+The MapsIndoors secrets engine keeps an OAuth2 client credential in Vault and
+hands out short-lived bearer tokens for it. Write the root credential to
+"config", define roles under "roles/", and read tokens from "creds/<role>".
+`
+)
+
+// Factory builds the backend of one mount. It also runs when Vault only
+// wants the plugin's metadata, so it does no network or storage work.
+func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
+	b := newBackend()
+	if err := b.Setup(ctx, conf); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+type backend struct {
+	*framework.Backend
+
+	// newClient builds the upstream client for a config. Tests replace it
+	// to put failures between the backend and the fake upstream.
+	newClient func(upstream.Config) (upstream.Client, error)
+	// now is the clock for lease math and rotation schedules.
+	now func() time.Time
+
+	// mu guards the in-memory copies of what storage holds, and the client
+	// built from the config. Every creds read needs the config and its
+	// role; keeping them here saves two storage round trips per read.
+	// Writes and Invalidate refresh them.
+	mu     sync.RWMutex
+	config *mapsConfig // nil when not loaded or not configured
+	loaded bool        // whether config reflects storage
+	client upstream.Client
+	roles  map[string]*roleEntry
+	// rolesGen counts role writes and invalidations, so a read that raced
+	// one does not put a stale role into roles.
+	rolesGen uint64
+
+	tokens *tokenCache
+	// flight makes concurrent creds reads of a role whose token is missing
+	// or spent share one upstream request.
+	flight singleflight.Group
+
+	// writeMu serializes every change to the stored config (config writes,
+	// rotations, rotation rollbacks), so that a rotation never writes over a
+	// config changed while it talked to the upstream. It is never taken on
+	// the creds read path.
+	writeMu sync.Mutex
+}
+
+func newBackend() *backend {
+	b := &backend{
+		newClient: func(c upstream.Config) (upstream.Client, error) { return upstream.New(c) },
+		now:       time.Now,
+		roles:     map[string]*roleEntry{},
+		tokens:    newTokenCache(),
+	}
+	b.Backend = &framework.Backend{
+		Help:        strings.TrimSpace(backendHelp),
+		BackendType: logical.TypeLogical,
+		PathsSpecial: &logical.Paths{
+			SealWrapStorage: []string{configStoragePath},
+		},
+		Paths: framework.PathAppend(
+			pathConfig(b),
+			pathRoles(b),
+			pathCreds(b),
+		),
+		Secrets:        []*framework.Secret{secretToken(b)},
+		Invalidate:     b.invalidate,
+		Clean:          b.clean,
+		RunningVersion: Version,
+	}
+	return b
+}
+
+// reset drops the cached config, client and tokens; the next request
+// rebuilds them from storage.
+func (b *backend) reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.resetLocked()
+}
+
+func (b *backend) resetLocked() {
+	b.config = nil
+	b.loaded = false
+	b.client = nil
+	b.roles = map[string]*roleEntry{}
+	b.rolesGen++
+	b.tokens.reset()
+}
+
+// invalidate is called when another node (a performance standby or a
+// replica) sees storage change under it.
+func (b *backend) invalidate(_ context.Context, key string) {
+	switch {
+	case key == configStoragePath:
+		b.reset()
+	case strings.HasPrefix(key, roleStoragePrefix):
+		b.forgetRole(strings.TrimPrefix(key, roleStoragePrefix))
+	}
+}
+
+func (b *backend) clean(context.Context) { b.reset() }

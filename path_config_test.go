@@ -1,0 +1,179 @@
+package mapsindoors
+
+import (
+	"testing"
+
+	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/fakeupstream"
+)
+
+func TestConfig_WriteReadDelete(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	creds := e.fake.Credentials()
+	e.configure(t, map[string]any{"scopes": "a,b", "request_timeout": "10s"})
+
+	got := e.read(t, "config").Data
+	require.Equal(t, "mapsindoors", got["provider"])
+	require.Equal(t, creds.ClientID, got["client_id"])
+	require.Equal(t, true, got["client_secret_set"])
+	require.Equal(t, false, got["password_set"])
+	require.Equal(t, creds.ClientSecretID, got["client_secret_id"])
+	require.Equal(t, creds.CustomerID, got["customer_id"])
+	require.Equal(t, "client_credentials", got["grant_type"])
+	require.Equal(t, "client_secret_post", got["token_auth_method"])
+	require.Equal(t, []string{"a", "b"}, got["scopes"])
+	require.Equal(t, int64(10), got["request_timeout"])
+	require.NotContains(t, got, "client_secret")
+	require.NotContains(t, got, "password")
+
+	resp, err := e.do(t, logical.DeleteOperation, "config", nil)
+	require.NoError(t, err)
+	require.Nil(t, resp)
+	resp, err = e.do(t, logical.ReadOperation, "config", nil)
+	require.NoError(t, err)
+	require.Nil(t, resp)
+}
+
+func TestConfig_ProviderDefaults(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	resp, err := e.write(t, "config", map[string]any{"client_id": "id", "client_secret": "s"})
+	require.NoError(t, err)
+	require.Nil(t, resp)
+	got := e.read(t, "config").Data
+	require.Equal(t, "https://auth.mapsindoors.com/connect/token", got["token_url"])
+	require.Equal(t, "https://auth.mapsindoors.com/api/clientcredentials", got["rotation_url"])
+	require.Equal(t, "client_secret_post", got["token_auth_method"])
+	require.Equal(t, int64(30), got["request_timeout"])
+
+	// The password grant of MapsIndoors uses client_id "client" and scope
+	// "integration" unless told otherwise.
+	resp, err = e.write(t, "config", map[string]any{"grant_type": "password", "client_id": "", "username": "u", "password": "p"})
+	require.NoError(t, err)
+	require.Nil(t, resp)
+	got = e.read(t, "config").Data
+	require.Equal(t, "client", got["client_id"])
+	require.Equal(t, []string{"integration"}, got["scopes"])
+	require.Equal(t, true, got["password_set"])
+}
+
+func TestConfig_BadInputIsRejectedAndStoredConfigKept(t *testing.T) {
+	cases := []struct {
+		name     string
+		data     map[string]any
+		mentions string
+	}{
+		{"unknown provider", map[string]any{"provider": "acme"}, "provider"},
+		{"unknown grant", map[string]any{"grant_type": "implicit"}, "grant_type"},
+		{"unknown auth method", map[string]any{"token_auth_method": "private_key_jwt"}, "token_auth_method"},
+		{"http token url", map[string]any{"token_url": "http://auth.example.com/connect/token"}, "token_url must use https"},
+		{"http loopback without opt-in", map[string]any{"token_url": "http://127.0.0.1:1/connect/token"}, "allow_loopback_http"},
+		{"relative token url", map[string]any{"token_url": "/connect/token"}, "token_url is not an absolute URL"},
+		{"ftp token url", map[string]any{"token_url": "ftp://auth.example.com/"}, "token_url must be an https URL"},
+		{"user info in token url", map[string]any{"token_url": "https://u:pw@auth.example.com/"}, "token_url must not carry user info"},
+		{"http rotation url", map[string]any{"rotation_url": "http://auth.example.com/api"}, "rotation_url must use https"},
+		{"ca_cert not PEM", map[string]any{"ca_cert": "not a certificate"}, "ca_cert"},
+		{"ca_cert with a key", map[string]any{"ca_cert": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}, "ca_cert"},
+		{"ca_cert broken certificate", map[string]any{"ca_cert": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}, "ca_cert"},
+		{"negative timeout", map[string]any{"request_timeout": "-5s"}, "request_timeout"},
+		{"timeout not a duration", map[string]any{"request_timeout": "soon"}, "request_timeout"},
+		{"timeout too long", map[string]any{"request_timeout": "1h"}, "request_timeout"},
+		{"scope with a quote", map[string]any{"scopes": `read,wr"ite`}, "scopes"},
+		{"empty client secret", map[string]any{"client_secret": ""}, "client_secret is required"},
+		{"password grant without password", map[string]any{"grant_type": "password", "username": "u"}, "username and password are required"},
+		{"token url removed for oauth2", map[string]any{"provider": "oauth2", "token_url": ""}, "token_url is required"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t, fakeupstream.Options{})
+			e.configure(t, nil)
+			before := e.read(t, "config").Data
+			stored, err := getConfig(t.Context(), e.storage)
+			require.NoError(t, err)
+
+			resp, err := e.write(t, "config", tc.data)
+			requireBadRequest(t, resp, err, tc.mentions)
+
+			require.Equal(t, before, e.read(t, "config").Data)
+			after, err := getConfig(t.Context(), e.storage)
+			require.NoError(t, err)
+			require.Equal(t, stored, after, "the stored config changed")
+		})
+	}
+}
+
+func TestConfig_CreateNeedsCredentials(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	resp, err := e.write(t, "config", map[string]any{"client_id": "id"})
+	requireBadRequest(t, resp, err, "client_secret is required")
+	resp, err = e.write(t, "config", map[string]any{"client_secret": "s"})
+	requireBadRequest(t, resp, err, "client_id is required")
+	stored, err := getConfig(t.Context(), e.storage)
+	require.NoError(t, err)
+	require.Nil(t, stored)
+}
+
+func TestConfig_LoopbackHTTPWithOptIn(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	resp, err := e.write(t, "config", map[string]any{
+		"client_id": "id", "client_secret": "s",
+		"token_url": "http://localhost:8200/connect/token", "allow_loopback_http": true,
+	})
+	require.NoError(t, err)
+	require.Nil(t, resp)
+	require.Equal(t, true, e.read(t, "config").Data["allow_loopback_http"])
+}
+
+func TestConfig_PartialUpdateKeepsOtherFields(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	e.configure(t, map[string]any{"scopes": "x"})
+	before := e.read(t, "config").Data
+	storedBefore, err := getConfig(t.Context(), e.storage)
+	require.NoError(t, err)
+
+	resp, err := e.write(t, "config", map[string]any{"request_timeout": 12})
+	require.NoError(t, err)
+	require.Nil(t, resp)
+
+	after := e.read(t, "config").Data
+	require.Equal(t, int64(12), after["request_timeout"])
+	after["request_timeout"] = before["request_timeout"]
+	require.Equal(t, before, after)
+	storedAfter, err := getConfig(t.Context(), e.storage)
+	require.NoError(t, err)
+	require.Equal(t, storedBefore.ClientSecret, storedAfter.ClientSecret)
+}
+
+func TestConfig_NewSecretWithoutIDClearsStaleID(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	e.configure(t, nil)
+	resp, err := e.write(t, "config", map[string]any{"client_secret": "another-secret"})
+	require.NoError(t, err)
+	require.NotNil(t, resp)
+	require.Len(t, resp.Warnings, 1)
+	require.Contains(t, resp.Warnings[0], "client_secret_id was cleared")
+	require.Equal(t, "", e.read(t, "config").Data["client_secret_id"])
+}
+
+func TestConfig_ChangeDropsCachedTokens(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	e.configure(t, nil)
+	e.role(t, "app", nil)
+	first := e.read(t, "creds/app").Data["access_token"]
+	require.Equal(t, first, e.read(t, "creds/app").Data["access_token"], "a warm role reuses its token")
+	require.Equal(t, 1, e.fake.Hits(fakeupstream.EndpointToken))
+
+	resp, err := e.write(t, "config", map[string]any{"request_timeout": "20s"})
+	require.NoError(t, err)
+	require.Nil(t, resp)
+
+	second := e.read(t, "creds/app").Data["access_token"]
+	require.NotEqual(t, first, second)
+	require.Equal(t, 2, e.fake.Hits(fakeupstream.EndpointToken))
+}
+
+func TestConfig_SealWrapped(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	require.Contains(t, e.b.PathsSpecial.SealWrapStorage, "config")
+}

@@ -1,0 +1,210 @@
+package mapsindoors
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+const (
+	roleStoragePrefix = "roles/"
+
+	pathRolesHelpSyn  = "Manage the roles that creds are read for."
+	pathRolesHelpDesc = `
+A role names the scopes a token is requested with and caps the lease of the
+tokens read from creds/<role> with ttl. A lease never outlives its token: it
+is the shorter of ttl and the token's remaining life less a safety margin.
+With ttl 0 the token's life alone sets the lease.
+`
+)
+
+// roleEntry is a stored role.
+type roleEntry struct {
+	Scopes []string      `json:"scopes,omitempty"`
+	TTL    time.Duration `json:"ttl,omitempty"`
+}
+
+func pathRoles(b *backend) []*framework.Path {
+	return []*framework.Path{
+		{
+			Pattern: "roles/?$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationSuffix: "roles",
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ListOperation: &framework.PathOperation{
+					Callback: b.pathRolesList,
+					Summary:  "List the roles.",
+				},
+			},
+			HelpSynopsis:    pathRolesHelpSyn,
+			HelpDescription: strings.TrimSpace(pathRolesHelpDesc),
+		},
+		{
+			Pattern: "roles/" + framework.GenericNameRegex("name"),
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationSuffix: "role",
+			},
+			Fields: map[string]*framework.FieldSchema{
+				"name": {
+					Type:        framework.TypeLowerCaseString,
+					Description: "Name of the role.",
+					Required:    true,
+				},
+				"scopes": {
+					Type:        framework.TypeCommaStringSlice,
+					Description: "Scopes to request; the config's scopes when empty.",
+				},
+				"ttl": {
+					Type:        framework.TypeDurationSecond,
+					Description: "Upper bound of a lease; 0 lets the token's remaining life decide.",
+				},
+			},
+			ExistenceCheck: b.pathRoleExistenceCheck,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ReadOperation: &framework.PathOperation{
+					Callback: b.pathRoleRead,
+					Summary:  "Read a role.",
+				},
+				logical.CreateOperation: &framework.PathOperation{
+					Callback: b.pathRoleWrite,
+					Summary:  "Create a role.",
+				},
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback: b.pathRoleWrite,
+					Summary:  "Change a role; fields not written keep their values.",
+				},
+				logical.DeleteOperation: &framework.PathOperation{
+					Callback: b.pathRoleDelete,
+					Summary:  "Delete a role; its leases run out as they are.",
+				},
+			},
+			HelpSynopsis:    pathRolesHelpSyn,
+			HelpDescription: strings.TrimSpace(pathRolesHelpDesc),
+		},
+	}
+}
+
+func (b *backend) pathRoleExistenceCheck(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
+	r, err := getRole(ctx, req.Storage, d.Get("name").(string))
+	return r != nil, err
+}
+
+func (b *backend) pathRolesList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	names, err := req.Storage.List(ctx, roleStoragePrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list roles: %w", err)
+	}
+	return logical.ListResponse(names), nil
+}
+
+func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	r, err := getRole(ctx, req.Storage, d.Get("name").(string))
+	if err != nil || r == nil {
+		return nil, err
+	}
+	scopes := r.Scopes
+	if scopes == nil {
+		scopes = []string{}
+	}
+	return &logical.Response{Data: map[string]any{
+		"scopes": scopes,
+		"ttl":    int64(r.TTL / time.Second),
+	}}, nil
+}
+
+func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	r, err := getRole(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if r == nil {
+		r = &roleEntry{}
+	}
+	if v, ok := d.GetOk("scopes"); ok {
+		r.Scopes = nil
+		for _, s := range v.([]string) {
+			if s = strings.TrimSpace(s); s != "" {
+				r.Scopes = append(r.Scopes, s)
+			}
+		}
+	}
+	if err := validateScopes("scopes", r.Scopes); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	if v, ok := d.GetOk("ttl"); ok {
+		r.TTL = time.Duration(v.(int)) * time.Second
+	}
+
+	entry, err := logical.StorageEntryJSON(roleStoragePrefix+name, r)
+	if err != nil {
+		return nil, fmt.Errorf("encode role %q: %w", name, err)
+	}
+	if err := req.Storage.Put(ctx, entry); err != nil {
+		return nil, fmt.Errorf("store role %q: %w", name, err)
+	}
+	b.forgetRole(name)
+	return nil, nil
+}
+
+func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if err := req.Storage.Delete(ctx, roleStoragePrefix+name); err != nil {
+		return nil, fmt.Errorf("delete role %q: %w", name, err)
+	}
+	b.forgetRole(name)
+	return nil, nil
+}
+
+// getRole reads a role from storage, nil when there is none.
+func getRole(ctx context.Context, s logical.Storage, name string) (*roleEntry, error) {
+	entry, err := s.Get(ctx, roleStoragePrefix+name)
+	if err != nil {
+		return nil, fmt.Errorf("read role %q: %w", name, err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	r := &roleEntry{}
+	if err := entry.DecodeJSON(r); err != nil {
+		return nil, fmt.Errorf("decode role %q: %w", name, err)
+	}
+	return r, nil
+}
+
+// role is getRole through the in-memory copy the creds path reads.
+func (b *backend) role(ctx context.Context, s logical.Storage, name string) (*roleEntry, error) {
+	b.mu.RLock()
+	r, gen := b.roles[name], b.rolesGen
+	b.mu.RUnlock()
+	if r != nil {
+		return r, nil
+	}
+	r, err := getRole(ctx, s, name)
+	if err != nil || r == nil {
+		return r, err
+	}
+	b.mu.Lock()
+	// A write or invalidation since the read makes what was read stale.
+	if b.rolesGen == gen {
+		b.roles[name] = r
+	}
+	b.mu.Unlock()
+	return r, nil
+}
+
+// forgetRole drops the in-memory role and the tokens cached for it.
+func (b *backend) forgetRole(name string) {
+	b.mu.Lock()
+	delete(b.roles, name)
+	b.rolesGen++
+	b.mu.Unlock()
+	b.tokens.dropRole(name)
+}

@@ -1,0 +1,75 @@
+package mapsindoors
+
+import (
+	"testing"
+
+	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/fakeupstream"
+)
+
+func TestRoles_CRUDAndList(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	e.role(t, "app", map[string]any{"scopes": "read, write", "ttl": "5m"})
+	e.role(t, "other", nil)
+
+	got := e.read(t, "roles/app").Data
+	require.Equal(t, []string{"read", "write"}, got["scopes"])
+	require.Equal(t, int64(300), got["ttl"])
+
+	// A partial update keeps the scopes.
+	e.role(t, "app", map[string]any{"ttl": 60})
+	got = e.read(t, "roles/app").Data
+	require.Equal(t, []string{"read", "write"}, got["scopes"])
+	require.Equal(t, int64(60), got["ttl"])
+
+	resp, err := e.do(t, logical.ListOperation, "roles/", nil)
+	require.NoError(t, err)
+	require.Equal(t, []string{"app", "other"}, resp.Data["keys"])
+
+	resp, err = e.do(t, logical.DeleteOperation, "roles/other", nil)
+	require.NoError(t, err)
+	require.Nil(t, resp)
+	resp, err = e.do(t, logical.ReadOperation, "roles/other", nil)
+	require.NoError(t, err)
+	require.Nil(t, resp)
+}
+
+func TestRoles_BadInputIsRejectedAndStoredRoleKept(t *testing.T) {
+	cases := []struct {
+		name     string
+		data     map[string]any
+		mentions string
+	}{
+		{"negative ttl", map[string]any{"ttl": "-1m"}, `field "ttl": cannot provide negative value`},
+		{"ttl not a duration", map[string]any{"ttl": "later"}, "ttl"},
+		{"scope with a backslash", map[string]any{"scopes": `a\b`}, "scopes"},
+		{"scope with a non-ASCII letter", map[string]any{"scopes": "læs"}, "scopes"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t, fakeupstream.Options{})
+			e.role(t, "app", map[string]any{"scopes": "read", "ttl": "1m"})
+			before := e.read(t, "roles/app").Data
+
+			resp, err := e.write(t, "roles/app", tc.data)
+			requireBadRequest(t, resp, err, tc.mentions)
+			require.Equal(t, before, e.read(t, "roles/app").Data)
+		})
+	}
+}
+
+func TestRoles_ChangeDropsTheRolesToken(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	e.configure(t, nil)
+	e.role(t, "app", map[string]any{"scopes": "a"})
+	first := e.read(t, "creds/app").Data
+	require.Equal(t, "a", first["scope"])
+
+	e.role(t, "app", map[string]any{"scopes": "b"})
+	second := e.read(t, "creds/app").Data
+	require.Equal(t, "b", second["scope"])
+	require.NotEqual(t, first["access_token"], second["access_token"])
+	require.Equal(t, 2, e.fake.Hits(fakeupstream.EndpointToken))
+}
