@@ -73,6 +73,16 @@ type backend struct {
 	// config changed while it talked to the upstream. It is never taken on
 	// the creds read path.
 	writeMu sync.Mutex
+
+	// verifyBackoff are the waits between attempts to log in with a newly
+	// created secret before a rotation gives up on it.
+	verifyBackoff []time.Duration
+
+	// schedMu guards the retry state of scheduled rotations. It lives in
+	// memory only: after a fail-over the new active node tries at once.
+	schedMu       sync.Mutex
+	schedFailures int
+	schedRetryAt  time.Time
 }
 
 func newBackend() *backend {
@@ -81,6 +91,8 @@ func newBackend() *backend {
 		now:       time.Now,
 		roles:     map[string]*roleEntry{},
 		tokens:    newTokenCache(),
+
+		verifyBackoff: []time.Duration{500 * time.Millisecond, 2 * time.Second},
 	}
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
@@ -92,11 +104,16 @@ func newBackend() *backend {
 			pathConfig(b),
 			pathRoles(b),
 			pathCreds(b),
+			pathRotate(b),
+			pathClientSecrets(b),
 		),
-		Secrets:        []*framework.Secret{secretToken(b)},
-		Invalidate:     b.invalidate,
-		Clean:          b.clean,
-		RunningVersion: Version,
+		Secrets:           []*framework.Secret{secretToken(b)},
+		Invalidate:        b.invalidate,
+		Clean:             b.clean,
+		PeriodicFunc:      b.periodic,
+		WALRollback:       b.walRollback,
+		WALRollbackMinAge: walRollbackMinAge,
+		RunningVersion:    Version,
 	}
 	return b
 }

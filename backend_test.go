@@ -47,7 +47,7 @@ func (s *syncBuffer) String() string {
 	return s.buf.String()
 }
 
-func newTestEnv(t testing.TB, opts fakeupstream.Options) *testEnv {
+func newTestEnv(t testing.TB, opts fakeupstream.Options, tune ...func(*logical.BackendConfig)) *testEnv {
 	t.Helper()
 	fake, err := fakeupstream.Start(opts)
 	require.NoError(t, err)
@@ -57,10 +57,15 @@ func newTestEnv(t testing.TB, opts fakeupstream.Options) *testEnv {
 	conf := logical.TestBackendConfig()
 	conf.StorageView = &logical.InmemStorage{}
 	conf.Logger = hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace})
+	for _, fn := range tune {
+		fn(conf)
+	}
 	lb, err := Factory(context.Background(), conf)
 	require.NoError(t, err)
 
 	e := &testEnv{b: lb.(*backend), storage: conf.StorageView, fake: fake, logs: logs}
+	// Rotation proves a new secret with a few retries; tests need not wait.
+	e.b.verifyBackoff = []time.Duration{time.Millisecond, time.Millisecond}
 	t.Cleanup(func() {
 		e.assertNoLeaks(t)
 		require.Empty(t, fake.Unexpected(), "the fake got requests it does not serve")

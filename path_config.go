@@ -54,6 +54,12 @@ type mapsConfig struct {
 	CACert                 string        `json:"ca_cert,omitempty"`
 	RequestTimeout         time.Duration `json:"request_timeout,omitempty"`
 	AllowLoopbackHTTP      bool          `json:"allow_loopback_http,omitempty"`
+
+	// RotationPeriod > 0 rotates the secret on a schedule, counted from
+	// the later of LastRotated and ScheduleStart (when the period was set).
+	RotationPeriod time.Duration `json:"rotation_period,omitempty"`
+	ScheduleStart  time.Time     `json:"schedule_start,omitempty"`
+	LastRotated    time.Time     `json:"last_rotated,omitempty"`
 }
 
 // resolved is a copy with the provider's defaults filled in.
@@ -140,6 +146,14 @@ func (c *mapsConfig) validate() error {
 	}
 	if c.RequestTimeout < 0 || c.RequestTimeout > maxRequestTimeout {
 		return fmt.Errorf("request_timeout must be between 1s and %s (0 for the default %s)", maxRequestTimeout, upstream.DefaultTimeout)
+	}
+	if c.RotationPeriod != 0 {
+		if c.RotationPeriod < minRotationPeriod {
+			return fmt.Errorf("rotation_period must be 0 (off) or at least %s", minRotationPeriod)
+		}
+		if err := canRotate(c); err != nil {
+			return fmt.Errorf("rotation_period cannot be set: %v", err)
+		}
 	}
 	return nil
 }
@@ -282,6 +296,10 @@ func pathConfig(b *backend) []*framework.Path {
 				Type:        framework.TypeBool,
 				Description: "Allow plain http URLs to a loopback address, for local test servers.",
 			},
+			"rotation_period": {
+				Type:        framework.TypeDurationSecond,
+				Description: "Rotate the client secret this often (at least 1m); 0 turns scheduled rotation off.",
+			},
 		},
 		ExistenceCheck: b.pathConfigExistenceCheck,
 		Operations: map[logical.Operation]framework.OperationHandler{
@@ -329,6 +347,13 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 	if scopes == nil {
 		scopes = []string{}
 	}
+	lastRotated, nextRotation := "", ""
+	if !c.LastRotated.IsZero() {
+		lastRotated = c.LastRotated.UTC().Format(time.RFC3339)
+	}
+	if next := c.nextRotation(); !next.IsZero() {
+		nextRotation = next.UTC().Format(time.RFC3339)
+	}
 	return &logical.Response{Data: map[string]any{
 		"provider":                  c.Provider,
 		"client_id":                 c.ClientID,
@@ -346,6 +371,9 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 		"ca_cert":                   c.CACert,
 		"request_timeout":           int64(c.RequestTimeout / time.Second),
 		"allow_loopback_http":       c.AllowLoopbackHTTP,
+		"rotation_period":           int64(c.RotationPeriod / time.Second),
+		"last_rotated":              lastRotated,
+		"next_rotation":             nextRotation,
 	}}, nil
 }
 
@@ -403,6 +431,13 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	}
 	if v, ok := d.GetOk("allow_loopback_http"); ok {
 		cfg.AllowLoopbackHTTP = v.(bool)
+	}
+	if v, ok := d.GetOk("rotation_period"); ok {
+		period := time.Duration(v.(int)) * time.Second
+		if period != cfg.RotationPeriod {
+			cfg.ScheduleStart = b.now().UTC()
+		}
+		cfg.RotationPeriod = period
 	}
 
 	var warnings []string

@@ -160,7 +160,7 @@ func (b *backend) roleToken(ctx context.Context, name string, role *roleEntry, c
 func upstreamError(err error) error {
 	var ue *upstream.Error
 	if errors.As(err, &ue) {
-		msg := "upstream " + ue.Error()
+		msg := err.Error()
 		if upstream.IsInvalidClient(err) {
 			msg += "; check client_id and client_secret in config"
 		}
