@@ -513,3 +513,27 @@ func TestScheduledRotation_RetriesWithBackoffAndKeepsAWorkingSecret(t *testing.T
 	require.False(t, e.fake.SecretWorks(old.ClientSecret))
 	require.True(t, strings.Contains(e.logs.String(), "rotation done"))
 }
+
+func TestScheduledRotation_DueAllowsForTickJitter(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name   string
+		period time.Duration
+		after  time.Duration
+		due    bool
+	}{
+		{"off", 0, 48 * time.Hour, false},
+		{"1m period, tick a hair early", time.Minute, 59*time.Second + 990*time.Millisecond, true},
+		{"1m period, half way", time.Minute, 30 * time.Second, false},
+		{"1m period, 7s early", time.Minute, 53 * time.Second, false},
+		{"1h period, a minute early", time.Hour, 59 * time.Minute, false},
+		{"1h period, 20s early", time.Hour, 59*time.Minute + 40*time.Second, true},
+		{"1h period, late", time.Hour, 61 * time.Minute, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &mapsConfig{RotationPeriod: tc.period, ScheduleStart: t0.Add(-time.Hour), LastRotated: t0}
+			require.Equal(t, tc.due, c.dueForRotation(t0.Add(tc.after)))
+		})
+	}
+}

@@ -19,6 +19,19 @@ const (
 	walRollbackMinAge = 10 * time.Minute
 )
 
+// scheduleSlack is how early a scheduled rotation may run. Vault's ticks
+// come about a minute apart with no fixed phase: without slack, a tick a
+// few milliseconds before next_rotation would put the rotation off by a
+// whole tick, and a 1m period would rotate every 2 minutes.
+func scheduleSlack(period time.Duration) time.Duration {
+	return min(period/10, 30*time.Second)
+}
+
+// dueForRotation says whether a scheduled rotation should run at now.
+func (c *mapsConfig) dueForRotation(now time.Time) bool {
+	return c.RotationPeriod > 0 && !now.Add(scheduleSlack(c.RotationPeriod)).Before(c.nextRotation())
+}
+
 // nextRotation is when a scheduled rotation is due; zero when none is set.
 func (c *mapsConfig) nextRotation() time.Time {
 	if c.RotationPeriod <= 0 {
@@ -45,7 +58,7 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 		return err
 	}
 	now := b.now()
-	if now.Before(stored.nextRotation()) {
+	if !stored.dueForRotation(now) {
 		return nil
 	}
 	b.schedMu.Lock()
@@ -55,7 +68,7 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 		return nil
 	}
 
-	due := func(c *mapsConfig) bool { return !b.now().Before(c.nextRotation()) }
+	due := func(c *mapsConfig) bool { return c.dueForRotation(b.now()) }
 	if _, err := b.rotateRootIf(ctx, req.Storage, req.MountPoint, "schedule", due); err != nil {
 		b.schedMu.Lock()
 		b.schedFailures++
