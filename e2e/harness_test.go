@@ -1,0 +1,430 @@
+// Package e2e runs the plugin inside real Vault servers (the pinned build
+// from ../scripts/vault.sh), through the vault CLI, its HTTP API and Vault
+// Agent, against the fake upstream over real TLS.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/fakeupstream"
+)
+
+const pluginName = "vault-plugin-secrets-mapsindoors"
+
+// skipEnv, set to 1, skips every test here; nothing else does.
+const skipEnv = "MAPSINDOORS_E2E_SKIP"
+
+// pluginBuild is one version of the plugin in the shared plugin directory.
+type pluginBuild struct {
+	Version string
+	Command string
+	SHA256  string
+}
+
+var (
+	vaultBin  string
+	pluginDir string
+	// The version first enabled, and the one upgrades go to.
+	pluginV1, pluginV2 pluginBuild
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if os.Getenv(skipEnv) == "1" {
+		return m.Run() // each test skips and says why
+	}
+	var err error
+	if vaultBin, err = findVault(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: no Vault server binary:", err)
+		return 1
+	}
+	dir, err := os.MkdirTemp("", "mapsindoors-e2e-plugins-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	pluginDir = dir
+	for _, p := range []*pluginBuild{&pluginV1, &pluginV2} {
+		v := "v0.1.0"
+		if p == &pluginV2 {
+			v = "v0.2.0"
+		}
+		if *p, err = buildPlugin(dir, v); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: build the plugin:", err)
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+func findVault() (string, error) {
+	if bin := os.Getenv("VAULT_BIN"); bin != "" {
+		return bin, nil
+	}
+	cmd := exec.Command("bash", "../scripts/vault.sh")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+func buildPlugin(dir, version string) (pluginBuild, error) {
+	command := pluginName + "-" + version
+	out := filepath.Join(dir, command)
+	cmd := exec.Command("go", "build", "-trimpath",
+		"-ldflags", "-X github.com/mapsindoors/vault-plugin-secrets-mapsindoors.Version="+version,
+		"-o", out, "./cmd/"+pluginName)
+	cmd.Dir = ".."
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return pluginBuild{}, err
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		return pluginBuild{}, err
+	}
+	sum := sha256.Sum256(data)
+	return pluginBuild{Version: version, Command: command, SHA256: hex.EncodeToString(sum[:])}, nil
+}
+
+func requireVault(t *testing.T) {
+	t.Helper()
+	if os.Getenv(skipEnv) == "1" {
+		t.Skipf("%s=1: the end-to-end tests against a real Vault server are skipped", skipEnv)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// vaultServer is one Vault server process.
+type vaultServer struct {
+	t       *testing.T
+	name    string
+	addr    string // http://127.0.0.1:PORT
+	token   string
+	config  string
+	logPath string
+	cmd     *exec.Cmd
+	exited  chan struct{}
+}
+
+// startDevVault starts a dev server (in-memory storage, unsealed, root
+// token "root") with the shared plugin directory.
+func startDevVault(t *testing.T) *vaultServer {
+	t.Helper()
+	dir := t.TempDir()
+	port := freePort(t)
+	cfg := filepath.Join(dir, "extra.hcl")
+	require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf("plugin_directory = %q\n", pluginDir)), 0o600))
+	v := &vaultServer{t: t, name: "dev", addr: fmt.Sprintf("http://127.0.0.1:%d", port), token: "root", config: cfg,
+		logPath: filepath.Join(dir, "vault.log")}
+	v.start("server", "-dev", "-dev-root-token-id=root", fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port), "-config="+cfg)
+	v.waitHealthy(func(code int) bool { return code == http.StatusOK })
+	return v
+}
+
+// newConfiguredServer writes a server config with the given storage
+// stanza and returns a server that is not started yet.
+func newConfiguredServer(t *testing.T, name, dir, storage string, apiPort, clusterPort int) *vaultServer {
+	t.Helper()
+	cfg := filepath.Join(dir, name+".hcl")
+	hcl := fmt.Sprintf(`%s
+listener "tcp" {
+  address         = "127.0.0.1:%d"
+  cluster_address = "127.0.0.1:%d"
+  tls_disable     = true
+}
+api_addr         = "http://127.0.0.1:%d"
+cluster_addr     = "https://127.0.0.1:%d"
+disable_mlock    = true
+plugin_directory = %q
+log_level        = "debug"
+`, storage, apiPort, clusterPort, apiPort, clusterPort, pluginDir)
+	require.NoError(t, os.WriteFile(cfg, []byte(hcl), 0o600))
+	return &vaultServer{t: t, name: name, addr: fmt.Sprintf("http://127.0.0.1:%d", apiPort), config: cfg,
+		logPath: filepath.Join(dir, name+".log")}
+}
+
+func (v *vaultServer) start(args ...string) {
+	v.t.Helper()
+	logFile, err := os.OpenFile(v.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	require.NoError(v.t, err)
+	cmd := exec.Command(vaultBin, args...)
+	cmd.Env = cleanEnv()
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// Its own process group, so stopping it also stops its plugins.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	require.NoError(v.t, cmd.Start())
+	v.cmd = cmd
+	v.exited = make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		logFile.Close()
+		close(v.exited)
+	}()
+	v.t.Cleanup(v.stop)
+}
+
+// startConfigured starts a server from its config file.
+func (v *vaultServer) startConfigured() {
+	v.t.Helper()
+	v.start("server", "-config="+v.config)
+	v.waitHealthy(func(int) bool { return true })
+}
+
+// stop ends the server (and its plugins) gracefully, then by force.
+func (v *vaultServer) stop() {
+	if v.cmd == nil || v.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-v.exited:
+		return
+	default:
+	}
+	_ = syscall.Kill(-v.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-v.exited:
+	case <-time.After(20 * time.Second):
+		_ = syscall.Kill(-v.cmd.Process.Pid, syscall.SIGKILL)
+		<-v.exited
+	}
+	if v.t.Failed() {
+		v.dumpLog()
+	}
+}
+
+func (v *vaultServer) dumpLog() {
+	data, err := os.ReadFile(v.logPath)
+	if err != nil {
+		return
+	}
+	lines := strings.Split(string(data), "\n")
+	var problems []string
+	for _, l := range lines {
+		if strings.Contains(l, "[ERROR]") || strings.Contains(l, "[WARN]") {
+			problems = append(problems, l)
+		}
+	}
+	if len(lines) > 60 {
+		lines = lines[len(lines)-60:]
+	}
+	v.t.Logf("warnings and errors in the %s log:\n%s\nits last lines:\n%s", v.name,
+		strings.Join(problems, "\n"), strings.Join(lines, "\n"))
+}
+
+func (v *vaultServer) waitHealthy(ok func(code int) bool) {
+	v.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-v.exited:
+			v.dumpLog()
+			v.t.Fatalf("the %s Vault server exited while starting", v.name)
+		default:
+		}
+		resp, err := http.Get(v.addr + "/v1/sys/health?standbyok=true&perfstandbyok=true")
+		if err == nil {
+			resp.Body.Close()
+			if ok(resp.StatusCode) {
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	v.dumpLog()
+	v.t.Fatalf("the %s Vault server did not become healthy", v.name)
+}
+
+// cleanEnv is this process's environment without any VAULT_ setting of
+// the person running the tests.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "VAULT_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// cli runs the vault CLI against this server. Config goes in through a
+// file; what else could be sensitive (input=) is blanked in the error.
+func (v *vaultServer) cli(args ...string) (string, error) {
+	v.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, vaultBin, args...)
+	cmd.Env = append(cleanEnv(), "VAULT_ADDR="+v.addr, "VAULT_TOKEN="+v.token)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String(), fmt.Errorf("vault %s: %v\n%s", strings.Join(redactArgs(args), " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+func redactArgs(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if k, _, ok := strings.Cut(a, "="); ok && (k == "input" || strings.Contains(k, "secret") || strings.Contains(k, "password")) {
+			a = k + "=(redacted)"
+		}
+		out[i] = a
+	}
+	return out
+}
+
+func (v *vaultServer) mustCLI(args ...string) string {
+	v.t.Helper()
+	out, err := v.cli(args...)
+	require.NoError(v.t, err)
+	return out
+}
+
+// cliJSON runs the CLI with -format=json and decodes the answer.
+func (v *vaultServer) cliJSON(args ...string) map[string]any {
+	v.t.Helper()
+	full := append([]string{args[0], "-format=json"}, args[1:]...)
+	if len(args) > 1 && !strings.HasPrefix(args[1], "-") && isSubcommandGroup(args[0]) {
+		full = append([]string{args[0], args[1], "-format=json"}, args[2:]...)
+	}
+	out := v.mustCLI(full...)
+	var m map[string]any
+	// The output may hold a token: say only that it did not decode.
+	require.NoError(v.t, json.Unmarshal([]byte(out), &m), "vault %s printed no JSON object", strings.Join(redactArgs(args), " "))
+	return m
+}
+
+func isSubcommandGroup(cmd string) bool {
+	switch cmd {
+	case "secrets", "plugin", "lease", "operator", "audit":
+		return true
+	}
+	return false
+}
+
+// api makes a raw HTTP API call.
+func (v *vaultServer) api(method, path string, body any) (int, map[string]any) {
+	v.t.Helper()
+	var r io.Reader
+	if body != nil {
+		data, err := json.Marshal(body)
+		require.NoError(v.t, err)
+		r = bytes.NewReader(data)
+	}
+	req, err := http.NewRequest(method, v.addr+"/v1/"+path, r)
+	require.NoError(v.t, err)
+	req.Header.Set("X-Vault-Token", v.token)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(v.t, err)
+	defer resp.Body.Close()
+	var m map[string]any
+	data, _ := io.ReadAll(resp.Body)
+	if len(data) > 0 {
+		_ = json.Unmarshal(data, &m)
+	}
+	return resp.StatusCode, m
+}
+
+// registerPlugin registers a plugin version by checksum, as an operator
+// would.
+func (v *vaultServer) registerPlugin(p pluginBuild) {
+	v.t.Helper()
+	v.mustCLI("plugin", "register", "-sha256="+p.SHA256, "-version="+p.Version, "-command="+p.Command, "secret", pluginName)
+}
+
+func (v *vaultServer) enable(mount string, p pluginBuild) {
+	v.t.Helper()
+	v.mustCLI("secrets", "enable", "-path="+mount, "-plugin-version="+p.Version, pluginName)
+}
+
+// configure writes the mount's config against the fake through a file, so
+// the secret is never on a command line.
+func (v *vaultServer) configure(mount string, fake *fakeupstream.Server, extra map[string]any) {
+	v.t.Helper()
+	c := fake.Credentials()
+	data := map[string]any{
+		"client_id":        c.ClientID,
+		"client_secret":    c.ClientSecret,
+		"client_secret_id": c.ClientSecretID,
+		"customer_id":      c.CustomerID,
+		"token_url":        fake.TokenURL(),
+		"rotation_url":     fake.RotationURL(),
+		"ca_cert":          fake.CACertPEM(),
+	}
+	for k, val := range extra {
+		data[k] = val
+	}
+	v.writeFile(mount+"/config", data)
+}
+
+// writeFile is `vault write PATH @file.json`.
+func (v *vaultServer) writeFile(path string, data map[string]any) {
+	v.t.Helper()
+	blob, err := json.Marshal(data)
+	require.NoError(v.t, err)
+	file := filepath.Join(v.t.TempDir(), "data.json")
+	require.NoError(v.t, os.WriteFile(file, blob, 0o600))
+	v.mustCLI("write", path, "@"+file)
+}
+
+func dataOf(t *testing.T, m map[string]any) map[string]any {
+	t.Helper()
+	d, ok := m["data"].(map[string]any)
+	require.True(t, ok, "no data in %v", m)
+	return d
+}
+
+func startFake(t *testing.T, opts fakeupstream.Options) *fakeupstream.Server {
+	t.Helper()
+	fake, err := fakeupstream.Start(opts)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		require.Empty(t, fake.Unexpected(), "the fake got requests it does not serve")
+		fake.Close()
+	})
+	return fake
+}
+
+// eventually polls cond until it holds or the time is up.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Prints the path of a Vault server binary of the pinned version, building
+# it from the Go module proxy the first time (no vault binary can be
+# downloaded here). The build is cached outside the repository and reused.
+#
+#   VAULT_BIN=/path/to/vault   use this binary instead
+#   a vault on PATH of the same major.minor is used as is
+set -euo pipefail
+
+VAULT_VERSION=1.21.0
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cache="${VAULT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-secrets-mapsindoors}"
+bin="$cache/vault-v$VAULT_VERSION"
+
+if [[ -n "${VAULT_BIN:-}" ]]; then
+  echo "$VAULT_BIN"; exit 0
+fi
+if [[ -x "$bin" ]]; then
+  echo "$bin"; exit 0
+fi
+if command -v vault >/dev/null 2>&1; then
+  have="$(vault version 2>/dev/null | sed -n 's/^Vault v\([0-9]*\.[0-9]*\)\..*/\1/p')"
+  if [[ "$have" == "${VAULT_VERSION%.*}" ]]; then
+    command -v vault; exit 0
+  fi
+fi
+
+mkdir -p "$cache"
+start=$(date +%s)
+echo "Building Vault v$VAULT_VERSION from source into $cache." >&2
+echo "This happens once per machine and takes about 7 to 10 minutes on 2 cores; later runs reuse it." >&2
+tmp="$(mktemp "$cache/vault-build.XXXXXX")"
+trap 'rm -f "$tmp"' EXIT
+(cd "$root/e2e/vault" && go build -trimpath -o "$tmp" .) >&2
+chmod +x "$tmp"
+mv -f "$tmp" "$bin"
+trap - EXIT
+echo "Vault v$VAULT_VERSION built in $(( $(date +%s) - start ))s." >&2
+echo "$bin"
