@@ -5,7 +5,7 @@ BIN         := bin
 LDFLAGS     := -X github.com/mapsindoors/vault-plugin-secrets-mapsindoors.Version=$(VERSION)
 GO          ?= go
 
-.PHONY: all build test unit fmt fmt-check vet bench
+.PHONY: all build demo test unit e2e vault fmt fmt-check vet bench
 
 all: build
 
@@ -13,11 +13,24 @@ build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/$(PLUGIN) ./cmd/$(PLUGIN)
 	$(GO) build -trimpath -o $(BIN)/fakeupstream ./cmd/fakeupstream
 
-# The README's test command, and what CI runs.
-test: fmt-check vet unit
+# A real Vault dev server with the plugin, against the fake upstream.
+demo:
+	bash scripts/demo.sh
+
+# The README's test command, and what CI runs: checks, unit tests, then the
+# end-to-end tests in real Vault servers (the pinned Vault is built once per
+# machine; MAPSINDOORS_E2E_SKIP=1 skips them, and they say so).
+test: fmt-check vet unit e2e
 
 unit:
 	$(GO) test -race -count=1 ./...
+
+e2e: vault
+	cd e2e && VAULT_BIN="$$(bash ../scripts/vault.sh)" $(GO) test -count=1 -timeout 25m ./...
+
+# Builds (once) and prints the pinned Vault server.
+vault:
+	@bash scripts/vault.sh
 
 fmt:
 	gofmt -w .
@@ -27,6 +40,7 @@ fmt-check:
 
 vet:
 	$(GO) vet ./...
+	cd e2e && $(GO) vet ./...
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

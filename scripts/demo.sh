@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# make demo: the plugin in a real Vault dev server, end to end.
+#
+# Builds the plugin, gets the pinned Vault (scripts/vault.sh), starts the fake
+# MapsIndoors upstream, starts a Vault dev server on loopback, registers the
+# plugin by checksum and version, enables it at mapsindoors/, configures it,
+# creates a role and reads a token. Everything it starts is stopped on exit,
+# Ctrl-C included.
+#
+# With MAPSINDOORS_CLIENT_ID, MAPSINDOORS_CLIENT_SECRET and
+# MAPSINDOORS_CUSTOMER_ID (and optionally MAPSINDOORS_CLIENT_SECRET_ID) set,
+# it talks to the real MapsIndoors instead. It then skips rotate-root unless
+# MAPSINDOORS_DEMO_ROTATE=1, because a rotated secret would exist only in this
+# throwaway dev server.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+port="${VAULT_DEMO_PORT:-18200}"
+work="$(mktemp -d "${TMPDIR:-/tmp}/mapsindoors-demo.XXXXXX")"
+pids=()
+
+cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$work"
+  echo
+  echo "==> Stopped everything the demo started."
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+step() { printf '\n==> %s\n' "$*"; }
+show() { printf '$ %s\n' "$*"; "$@"; }
+
+step "Building the plugin"
+make -s build
+mkdir -p "$work/plugins"
+cp bin/vault-plugin-secrets-mapsindoors "$work/plugins/"
+
+step "Getting Vault (the pinned v1.21.0 build)"
+VAULT="$(bash scripts/vault.sh)"
+echo "$VAULT"
+vault() { "$VAULT" "$@"; }
+
+if [[ -n "${MAPSINDOORS_CLIENT_ID:-}" && -n "${MAPSINDOORS_CLIENT_SECRET:-}" ]]; then
+  step "Using the real MapsIndoors (credentials from the environment)"
+  : "${MAPSINDOORS_CUSTOMER_ID:?set MAPSINDOORS_CUSTOMER_ID too}"
+  client_id="$MAPSINDOORS_CLIENT_ID"
+  client_secret="$MAPSINDOORS_CLIENT_SECRET"
+  client_secret_id="${MAPSINDOORS_CLIENT_SECRET_ID:-}"
+  customer_id="$MAPSINDOORS_CUSTOMER_ID"
+  upstream_args=()
+  real=1
+else
+  step "Starting the fake MapsIndoors upstream (TLS on loopback)"
+  bin/fakeupstream -dir "$work" -token-lifetime 10m >"$work/fake.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do [[ -s "$work/fake.env" ]] && break; sleep 0.1; done
+  [[ -s "$work/fake.env" ]] || { cat "$work/fake.log"; echo "the fake did not start" >&2; exit 1; }
+  # shellcheck disable=SC1091
+  source "$work/fake.env"
+  echo "fake upstream at $FAKE_URL"
+  client_id="$FAKE_CLIENT_ID"
+  client_secret="$FAKE_CLIENT_SECRET"
+  client_secret_id="$FAKE_CLIENT_SECRET_ID"
+  customer_id="$FAKE_CUSTOMER_ID"
+  upstream_args=("token_url=$FAKE_TOKEN_URL" "rotation_url=$FAKE_ROTATION_URL" "ca_cert=@$work/ca.pem")
+  real=0
+fi
+
+step "Starting a Vault dev server on 127.0.0.1:$port"
+printf 'plugin_directory = "%s"\n' "$work/plugins" >"$work/vault.hcl"
+vault server -dev -dev-root-token-id=root -dev-listen-address="127.0.0.1:$port" \
+  -config="$work/vault.hcl" >"$work/vault.log" 2>&1 &
+pids+=($!)
+export VAULT_ADDR="http://127.0.0.1:$port" VAULT_TOKEN=root
+for _ in $(seq 1 150); do vault status >/dev/null 2>&1 && break; sleep 0.2; done
+vault status >/dev/null 2>&1 || { tail -20 "$work/vault.log"; echo "Vault did not start" >&2; exit 1; }
+echo "Vault is up (log: $work/vault.log)"
+
+step "Registering the plugin by checksum and version, and enabling it"
+sha="$(sha256sum "$work/plugins/vault-plugin-secrets-mapsindoors" | cut -d' ' -f1)"
+show vault plugin register -sha256="$sha" -version=v0.1.0 -command=vault-plugin-secrets-mapsindoors \
+  secret vault-plugin-secrets-mapsindoors
+show vault secrets enable -path=mapsindoors -plugin-version=v0.1.0 vault-plugin-secrets-mapsindoors
+
+step "Storing the root client credentials (the secret goes in on stdin)"
+printf '$ vault write mapsindoors/config client_id=%s client_secret=- customer_id=%s client_secret_id=%s ...\n' \
+  "$client_id" "$customer_id" "$client_secret_id"
+printf '%s' "$client_secret" | vault write mapsindoors/config client_id="$client_id" client_secret=- \
+  customer_id="$customer_id" client_secret_id="$client_secret_id" "${upstream_args[@]}"
+show vault read mapsindoors/config
+
+step "Creating a role"
+show vault write mapsindoors/roles/demo ttl=5m
+
+step "Reading a short-lived token"
+show vault read mapsindoors/creds/demo
+
+if [[ "$real" == 0 || "${MAPSINDOORS_DEMO_ROTATE:-}" == 1 ]]; then
+  step "Rotating the root client secret"
+  show vault write -f mapsindoors/rotate-root
+  show vault list mapsindoors/client-secrets
+  step "Reading a token with the rotated secret"
+  show vault read mapsindoors/creds/demo
+else
+  step "Skipping rotate-root against the real service (set MAPSINDOORS_DEMO_ROTATE=1 to rotate for real)"
+fi
