@@ -20,8 +20,10 @@ port="${VAULT_DEMO_PORT:-18200}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/mapsindoors-demo.XXXXXX")"
 pids=()
 
+cleaned=0
 cleanup() {
-  trap - EXIT INT TERM
+  [[ "$cleaned" == 1 ]] && return
+  cleaned=1
   for pid in "${pids[@]}"; do
     kill "$pid" 2>/dev/null || true
   done
@@ -33,7 +35,7 @@ cleanup() {
   echo "==> Stopped everything the demo started."
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'cleanup; exit 130' INT TERM
 
 step() { printf '\n==> %s\n' "$*"; }
 show() { printf '$ %s\n' "$*"; "$@"; }
@@ -75,11 +77,16 @@ else
 fi
 
 step "Starting a Vault dev server on 127.0.0.1:$port"
+export VAULT_ADDR="http://127.0.0.1:$port" VAULT_TOKEN=root
+if vault status >/dev/null 2>&1; then
+  echo "Something already answers on 127.0.0.1:$port; stop it or pick another port with VAULT_DEMO_PORT=..." >&2
+  exit 1
+fi
 printf 'plugin_directory = "%s"\n' "$work/plugins" >"$work/vault.hcl"
-vault server -dev -dev-root-token-id=root -dev-listen-address="127.0.0.1:$port" \
+# Started directly, not through the vault function, so that $! is Vault itself.
+"$VAULT" server -dev -dev-root-token-id=root -dev-listen-address="127.0.0.1:$port" \
   -config="$work/vault.hcl" >"$work/vault.log" 2>&1 &
 pids+=($!)
-export VAULT_ADDR="http://127.0.0.1:$port" VAULT_TOKEN=root
 for _ in $(seq 1 150); do vault status >/dev/null 2>&1 && break; sleep 0.2; done
 vault status >/dev/null 2>&1 || { tail -20 "$work/vault.log"; echo "Vault did not start" >&2; exit 1; }
 echo "Vault is up (log: $work/vault.log)"
