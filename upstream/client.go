@@ -44,7 +44,14 @@ const (
 	// AuthClientSecretBasic sends them as HTTP Basic, each part form-encoded
 	// first as RFC 6749 §2.3.1 says.
 	AuthClientSecretBasic AuthMethod = "client_secret_basic"
+	// AuthClientSecretBasicRaw sends them as HTTP Basic as they are, not
+	// form-encoded first: Metapack's and CameraManager's pages base64 the
+	// raw "id:secret", which differs for secrets with $, + or the like.
+	AuthClientSecretBasicRaw AuthMethod = "client_secret_basic_raw"
 )
+
+// AuthMethods lists every AuthMethod, for messages.
+var AuthMethods = []AuthMethod{AuthClientSecretPost, AuthClientSecretBasic, AuthClientSecretBasicRaw}
 
 // DefaultTimeout bounds one upstream HTTP exchange when Config.Timeout is 0.
 const DefaultTimeout = 30 * time.Second
@@ -57,6 +64,9 @@ const maxBodyBytes = 1 << 20
 type Config struct {
 	TokenURL    string
 	RotationURL string
+	// RevocationURL, when set, is where a token is logged out: a DELETE
+	// with the token as bearer, as CameraManager does it.
+	RevocationURL string
 
 	ClientID     string
 	ClientSecret string
@@ -119,6 +129,11 @@ type Client interface {
 	// ListClientSecrets logs in with the current secret and lists the
 	// account's active secrets, without their values.
 	ListClientSecrets(ctx context.Context) ([]ClientSecret, error)
+	// Refresh gets a new access token with a refresh token.
+	Refresh(ctx context.Context, refreshToken string, req TokenRequest) (*Token, error)
+	// Logout revokes an access token (and, at CameraManager, its refresh
+	// token) at the revocation URL.
+	Logout(ctx context.Context, accessToken string) error
 }
 
 // HTTPClient is the Client over HTTP.
@@ -141,7 +156,7 @@ func New(cfg Config) (*HTTPClient, error) {
 		return nil, fmt.Errorf("unsupported grant type %q", cfg.GrantType)
 	}
 	switch cfg.AuthMethod {
-	case AuthClientSecretPost, AuthClientSecretBasic:
+	case AuthClientSecretPost, AuthClientSecretBasic, AuthClientSecretBasicRaw:
 	default:
 		return nil, fmt.Errorf("unsupported token auth method %q", cfg.AuthMethod)
 	}
@@ -167,7 +182,7 @@ func newHTTPClient(caPEM string, timeout time.Duration) (*http.Client, error) {
 	transport := cleanhttp.DefaultPooledTransport()
 	transport.TLSClientConfig = tlsConfig
 	return &http.Client{
-		Transport: transport,
+		Transport: &acceptJSONTransport{base: transport},
 		Timeout:   timeout,
 		// A redirect could carry the form body, and with it a secret, to
 		// another host: hand the 3xx back as an answer, which is an error.
@@ -212,19 +227,7 @@ func (c *HTTPClient) Token(ctx context.Context, req TokenRequest) (*Token, error
 }
 
 func (c *HTTPClient) token(ctx context.Context, clientSecret string, req TokenRequest) (*Token, error) {
-	hc := c.http
-	if len(req.Params) > 0 && c.cfg.GrantType == GrantPassword {
-		// x/oauth2's password grant takes no extra parameters: add them to
-		// the form on the way out instead.
-		cp := *hc
-		cp.Transport = &formParamsTransport{base: hc.Transport, params: req.Params}
-		hc = &cp
-	}
-	ctx = context.WithValue(ctx, oauth2.HTTPClient, hc)
-	style := oauth2.AuthStyleInParams
-	if c.cfg.AuthMethod == AuthClientSecretBasic {
-		style = oauth2.AuthStyleInHeader
-	}
+	ctx, clientID, clientSecret, style := c.tokenContext(ctx, clientSecret, req, c.cfg.GrantType == GrantPassword)
 	var (
 		tok *oauth2.Token
 		err error
@@ -232,7 +235,7 @@ func (c *HTTPClient) token(ctx context.Context, clientSecret string, req TokenRe
 	switch c.cfg.GrantType {
 	case GrantClientCredentials:
 		cc := clientcredentials.Config{
-			ClientID:       c.cfg.ClientID,
+			ClientID:       clientID,
 			ClientSecret:   clientSecret,
 			TokenURL:       c.cfg.TokenURL,
 			Scopes:         req.Scopes,
@@ -241,19 +244,75 @@ func (c *HTTPClient) token(ctx context.Context, clientSecret string, req TokenRe
 		}
 		tok, err = cc.Token(ctx)
 	case GrantPassword:
-		oc := oauth2.Config{
-			ClientID:     c.cfg.ClientID,
-			ClientSecret: clientSecret,
-			Endpoint:     oauth2.Endpoint{TokenURL: c.cfg.TokenURL, AuthStyle: style},
-			Scopes:       req.Scopes,
-		}
-		tok, err = oc.PasswordCredentialsToken(ctx, c.cfg.Username, c.cfg.Password)
+		tok, err = c.oauth2Config(clientID, clientSecret, style, req).PasswordCredentialsToken(ctx, c.cfg.Username, c.cfg.Password)
 	}
 	arrived := time.Now()
 	if err != nil {
-		return nil, c.tokenError(err)
+		return nil, c.tokenError("token request", err)
 	}
 	return c.toToken(tok, req.Scopes, arrived)
+}
+
+// Refresh gets a new access token with a refresh token (RFC 6749 §6).
+func (c *HTTPClient) Refresh(ctx context.Context, refreshToken string, req TokenRequest) (*Token, error) {
+	// x/oauth2 sends no scope with a refresh; CameraManager's page does.
+	params := url.Values{}
+	for k, v := range req.Params {
+		params[k] = v
+	}
+	if len(req.Scopes) > 0 {
+		params.Set("scope", strings.Join(req.Scopes, " "))
+	}
+	req.Params = params
+	ctx, clientID, clientSecret, style := c.tokenContext(ctx, c.cfg.ClientSecret, req, true)
+	// An expired token makes x/oauth2's TokenSource refresh at once.
+	expired := &oauth2.Token{RefreshToken: refreshToken, Expiry: time.Now().Add(-time.Hour)}
+	tok, err := c.oauth2Config(clientID, clientSecret, style, req).TokenSource(ctx, expired).Token()
+	arrived := time.Now()
+	if err != nil {
+		return nil, c.tokenError("token refresh", err)
+	}
+	return c.toToken(tok, req.Scopes, arrived)
+}
+
+func (c *HTTPClient) oauth2Config(clientID, clientSecret string, style oauth2.AuthStyle, req TokenRequest) *oauth2.Config {
+	return &oauth2.Config{
+		ClientID:     clientID,
+		ClientSecret: clientSecret,
+		Endpoint:     oauth2.Endpoint{TokenURL: c.cfg.TokenURL, AuthStyle: style},
+		Scopes:       req.Scopes,
+	}
+}
+
+// tokenContext carries the HTTP client for one token request, and says how
+// x/oauth2 is to send the client's credentials. x/oauth2 form-encodes
+// Basic credentials and takes no extra parameters for the password and
+// refresh grants; a wrapped transport does both instead.
+func (c *HTTPClient) tokenContext(ctx context.Context, clientSecret string, req TokenRequest, paramsByTransport bool) (context.Context, string, string, oauth2.AuthStyle) {
+	hc := c.http
+	clientID, style := c.cfg.ClientID, oauth2.AuthStyleInParams
+	wrap := func(rt func(http.RoundTripper) http.RoundTripper) {
+		cp := *hc
+		cp.Transport = rt(hc.Transport)
+		hc = &cp
+	}
+	switch c.cfg.AuthMethod {
+	case AuthClientSecretBasic:
+		style = oauth2.AuthStyleInHeader
+	case AuthClientSecretBasicRaw:
+		id, secret := clientID, clientSecret
+		wrap(func(base http.RoundTripper) http.RoundTripper {
+			return &rawBasicTransport{base: base, user: id, pass: secret}
+		})
+		// Nothing for x/oauth2 to put in the body.
+		clientID, clientSecret = "", ""
+	}
+	if len(req.Params) > 0 && paramsByTransport {
+		wrap(func(base http.RoundTripper) http.RoundTripper {
+			return &formParamsTransport{base: base, params: req.Params}
+		})
+	}
+	return context.WithValue(ctx, oauth2.HTTPClient, hc), clientID, clientSecret, style
 }
 
 func (c *HTTPClient) toToken(tok *oauth2.Token, requested []string, arrived time.Time) (*Token, error) {
@@ -304,8 +363,8 @@ func expiresInSeconds(v any) int64 {
 // tokenError turns what x/oauth2 returns into an Error that names the
 // status and OAuth2 error code but never echoes the body, which could
 // hold anything.
-func (c *HTTPClient) tokenError(err error) error {
-	e := &Error{Op: "token request", URL: redactURL(c.cfg.TokenURL)}
+func (c *HTTPClient) tokenError(op string, err error) error {
+	e := &Error{Op: op, URL: redactURL(c.cfg.TokenURL)}
 	var re *oauth2.RetrieveError
 	switch {
 	case errors.As(err, &re):
@@ -432,6 +491,31 @@ func (c *HTTPClient) manage(ctx context.Context, method, op string, query url.Va
 	return nil
 }
 
+// Logout revokes an access token with a DELETE to the revocation URL,
+// authorized by the token itself. A 401 means the token is already gone,
+// which is what a logout wants.
+func (c *HTTPClient) Logout(ctx context.Context, accessToken string) error {
+	const op = "logout"
+	if c.cfg.RevocationURL == "" {
+		return &Error{Op: op, Description: "no revocation URL is configured"}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, c.cfg.RevocationURL, nil)
+	if err != nil {
+		return &Error{Op: op, URL: redactURL(c.cfg.RevocationURL), Err: err}
+	}
+	req.Header.Set("Authorization", "Bearer "+accessToken)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return &Error{Op: op, URL: redactURL(c.cfg.RevocationURL), Err: unwrapURLError(err)}
+	}
+	defer resp.Body.Close()
+	_, _ = readBounded(resp.Body)
+	if resp.StatusCode/100 == 2 || resp.StatusCode == http.StatusUnauthorized {
+		return nil
+	}
+	return &Error{Op: op, URL: redactURL(c.cfg.RevocationURL), StatusCode: resp.StatusCode}
+}
+
 // WithClientSecret is a copy of the client that authenticates with another
 // secret, sharing the transport: rotation uses it to prove a new secret.
 func (c *HTTPClient) WithClientSecret(secret string) *HTTPClient {
@@ -458,7 +542,7 @@ func readBounded(r io.Reader) ([]byte, error) {
 // redact removes every configured secret from text the upstream chose, in
 // case a server echoes what it was sent.
 func (c *HTTPClient) redact(s string) string {
-	for _, secret := range []string{c.cfg.ClientSecret, c.cfg.Password} {
+	for _, secret := range []string{c.cfg.ClientSecret, c.cfg.Password, c.cfg.Username} {
 		if secret != "" {
 			s = strings.ReplaceAll(s, secret, "[redacted]")
 		}

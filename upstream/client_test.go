@@ -307,3 +307,54 @@ func TestClientSecrets_BoundedAndChecked(t *testing.T) {
 	_, err = c.CreateClientSecret(context.Background(), "x")
 	require.Error(t, err)
 }
+
+func TestToken_RawBasicSendsCredentialsAsTheyAre(t *testing.T) {
+	const secret = "wqe34tyyh7679jokkDa$7df46bbbbjui+b7-sdfsdfY"
+	srv, last := recordingServer(t, nil)
+	c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "1DR3434KDFJLR32L53L4235J6", ClientSecret: secret,
+		GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretBasicRaw})
+	_, err := c.Token(context.Background(), upstream.TokenRequest{})
+	require.NoError(t, err)
+	// The worked example on Metapack's page.
+	require.Equal(t, "Basic MURSMzQzNEtERkpMUjMyTDUzTDQyMzVKNjp3cWUzNHR5eWg3Njc5am9ra0RhJDdkZjQ2YmJiYmp1aStiNy1zZGZzZGZZ", last.Load().auth)
+	require.Equal(t, url.Values{"grant_type": {"client_credentials"}}, last.Load().form)
+}
+
+func TestRefreshAndLogout_AgainstTheCameraManagerFake(t *testing.T) {
+	fake, err := fakeupstream.Start(fakeupstream.Options{})
+	require.NoError(t, err)
+	defer fake.Close()
+	cr := fake.Credentials()
+	c := newClient(t, upstream.Config{
+		TokenURL: fake.CameraManagerTokenURL(), RevocationURL: fake.CameraManagerLogoutURL(), CACertPEM: fake.CACertPEM(),
+		ClientID: cr.CameraManagerKeyID, ClientSecret: cr.CameraManagerKeySecret, Username: cr.Username, Password: cr.Password,
+		GrantType: upstream.GrantPassword, AuthMethod: upstream.AuthClientSecretBasicRaw,
+	})
+	ctx := context.Background()
+	req := upstream.TokenRequest{Scopes: []string{"write"}}
+	login, err := c.Token(ctx, req)
+	require.NoError(t, err)
+	require.NotEmpty(t, login.RefreshToken)
+
+	refreshed, err := c.Refresh(ctx, login.RefreshToken, req)
+	require.NoError(t, err)
+	require.NotEqual(t, login.AccessToken, refreshed.AccessToken)
+	require.Equal(t, login.RefreshToken, refreshed.RefreshToken)
+	require.Equal(t, "write", refreshed.Scope)
+	form := fake.LastForm(fakeupstream.EndpointCameraManagerToken)
+	require.Equal(t, "refresh_token", form.Get("grant_type"))
+	require.Equal(t, "write", form.Get("scope"))
+
+	require.NoError(t, c.Logout(ctx, refreshed.AccessToken))
+	require.False(t, fake.TokenLive(refreshed.AccessToken))
+	require.False(t, fake.RefreshTokenLive(login.RefreshToken), "logout ends the refresh token too")
+	require.True(t, fake.TokenLive(login.AccessToken))
+	require.NoError(t, c.Logout(ctx, refreshed.AccessToken), "a token that is already gone is logged out")
+
+	_, err = c.Refresh(ctx, login.RefreshToken, req)
+	require.ErrorContains(t, err, `token refresh to `+fake.CameraManagerTokenURL()+` failed: HTTP 400, OAuth2 error "invalid_grant"`)
+
+	fake.InjectFault(fakeupstream.EndpointCameraManagerLogout, fakeupstream.Fault{Status: 503})
+	require.ErrorContains(t, c.Logout(ctx, login.AccessToken), "logout to "+fake.CameraManagerLogoutURL()+" failed: HTTP 503")
+	require.Empty(t, fake.Unexpected())
+}

@@ -38,3 +38,36 @@ func (t *formParamsTransport) RoundTrip(req *http.Request) (*http.Response, erro
 	out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewBufferString(body)), nil }
 	return t.base.RoundTrip(out)
 }
+
+// rawBasicTransport sets HTTP Basic credentials as they are, without the
+// form-encoding of RFC 6749 §2.3.1 (see AuthClientSecretBasicRaw).
+type rawBasicTransport struct {
+	base       http.RoundTripper
+	user, pass string
+}
+
+func (t *rawBasicTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	out := req.Clone(req.Context())
+	out.SetBasicAuth(t.user, t.pass)
+	return t.base.RoundTrip(out)
+}
+
+// acceptJSONTransport asks for JSON, as CameraManager's page requires and
+// every other upstream here answers anyway.
+type acceptJSONTransport struct{ base http.RoundTripper }
+
+func (t *acceptJSONTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Header.Get("Accept") == "" {
+		req = req.Clone(req.Context())
+		req.Header.Set("Accept", "application/json")
+	}
+	return t.base.RoundTrip(req)
+}
+
+// CloseIdleConnections passes through, so replaced clients let go of their
+// pooled connections.
+func (t *acceptJSONTransport) CloseIdleConnections() {
+	if ci, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
+	}
+}
