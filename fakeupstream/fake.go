@@ -38,6 +38,17 @@ const (
 	// so a test or the demo can ask whether a token is live. MapsIndoors
 	// documents none.
 	EndpointIntrospect Endpoint = "POST /fake/introspect"
+
+	// EndpointMetapackToken is Metapack's token endpoint: client
+	// credentials with the API key as raw HTTP Basic.
+	EndpointMetapackToken Endpoint = "POST /oauth"
+	// EndpointCameraManagerToken is CameraManager's token endpoint: the
+	// password and refresh_token grants with the API key as raw HTTP Basic,
+	// parameters in the query string or the form.
+	EndpointCameraManagerToken Endpoint = "POST /oauth/token"
+	// EndpointCameraManagerLogout deletes the bearer token and its refresh
+	// token.
+	EndpointCameraManagerLogout Endpoint = "DELETE /rest/v2.0/users/self/tokens/current"
 )
 
 // PasswordClientID is the client id MapsIndoors' password grant uses.
@@ -57,6 +68,14 @@ type Options struct {
 	Username string
 	Password string
 
+	// The API keys of Metapack and CameraManager (ID and SECRET). Generated
+	// secrets carry $ and + like the example on Metapack's page, so a
+	// client that form-encodes Basic credentials is refused.
+	MetapackKeyID          string
+	MetapackKeySecret      string
+	CameraManagerKeyID     string
+	CameraManagerKeySecret string
+
 	// TokenLifetime is the expires_in of issued tokens; one hour when 0.
 	TokenLifetime time.Duration
 	// AllowedScopes, when set, are the only scopes a client may ask for.
@@ -71,6 +90,11 @@ type Credentials struct {
 	CustomerID     string
 	Username       string
 	Password       string
+
+	MetapackKeyID          string
+	MetapackKeySecret      string
+	CameraManagerKeyID     string
+	CameraManagerKeySecret string
 }
 
 // Fault changes how the fake answers requests to one endpoint.
@@ -108,6 +132,8 @@ type issuedToken struct {
 	clientID  string
 	scope     string
 	expiresAt time.Time
+	// refreshToken is the CameraManager refresh token this token came with.
+	refreshToken string
 }
 
 // Server is a running fake upstream.
@@ -125,7 +151,11 @@ type Server struct {
 	secrets       []*clientSecret
 	everSecrets   []string
 	tokens        map[string]issuedToken
+	refreshTokens map[string]bool // live CameraManager refresh tokens
+	everRefresh   []string
 	hits          map[Endpoint]int
+	grants        map[Endpoint]map[string]int
+	lastForm      map[Endpoint]url.Values
 	faults        map[Endpoint][]*fault
 	unexpected    []string
 	hook          func(Endpoint, *http.Request)
@@ -153,12 +183,20 @@ func Start(opts Options) (*Server, error) {
 			CustomerID:     orRandom(opts.CustomerID, "customer-", 8),
 			Username:       orRandom(opts.Username, "user-", 6),
 			Password:       orRandom(opts.Password, "", 24),
+
+			MetapackKeyID:          orRandom(opts.MetapackKeyID, "MP", 24),
+			MetapackKeySecret:      orRandom(opts.MetapackKeySecret, randomString("", 20)+"$7d+b7-", 12),
+			CameraManagerKeyID:     orRandom(opts.CameraManagerKeyID, "cameramanager.", 8),
+			CameraManagerKeySecret: orRandom(opts.CameraManagerKeySecret, randomString("", 20)+"+$", 8),
 		},
 		caPEM:         caPEM,
 		listener:      ln,
 		tokenLifetime: opts.TokenLifetime,
 		tokens:        map[string]issuedToken{},
+		refreshTokens: map[string]bool{},
 		hits:          map[Endpoint]int{},
+		grants:        map[Endpoint]map[string]int{},
+		lastForm:      map[Endpoint]url.Values{},
 		faults:        map[Endpoint][]*fault{},
 	}
 	if s.tokenLifetime <= 0 {
@@ -181,6 +219,9 @@ func Start(opts Options) (*Server, error) {
 	mux.HandleFunc("/connect/token", s.handleToken)
 	mux.HandleFunc("/api/clientcredentials", s.handleClientCredentials)
 	mux.HandleFunc("/fake/introspect", s.handleIntrospect)
+	mux.HandleFunc("/oauth", s.handleMetapackToken)
+	mux.HandleFunc("/oauth/token", s.handleCameraManagerToken)
+	mux.HandleFunc("/rest/v2.0/users/self/tokens/current", s.handleCameraManagerLogout)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { s.unexpectedRequest(w, r) })
 	s.http = &http.Server{
 		Handler:           mux,
@@ -206,6 +247,17 @@ func (s *Server) TokenURL() string { return s.baseURL + "/connect/token" }
 
 // RotationURL is the clientcredentials API.
 func (s *Server) RotationURL() string { return s.baseURL + "/api/clientcredentials" }
+
+// MetapackTokenURL is Metapack's token endpoint.
+func (s *Server) MetapackTokenURL() string { return s.baseURL + "/oauth" }
+
+// CameraManagerTokenURL is CameraManager's token endpoint.
+func (s *Server) CameraManagerTokenURL() string { return s.baseURL + "/oauth/token" }
+
+// CameraManagerLogoutURL is CameraManager's logout endpoint.
+func (s *Server) CameraManagerLogoutURL() string {
+	return s.baseURL + "/rest/v2.0/users/self/tokens/current"
+}
 
 // IntrospectURL is the fake's own token introspection endpoint.
 func (s *Server) IntrospectURL() string { return s.baseURL + "/fake/introspect" }
@@ -256,6 +308,35 @@ func (s *Server) Hits(ep Endpoint) int {
 	return s.hits[ep]
 }
 
+// Grants is how many well-formed token requests with this grant_type
+// reached a token endpoint.
+func (s *Server) Grants(ep Endpoint, grant string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.grants[ep][grant]
+}
+
+// LastForm is the parameters of the last request a token endpoint parsed,
+// so tests can see what a client sent.
+func (s *Server) LastForm(ep Endpoint) url.Values {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastForm[ep]
+}
+
+// recordLocked counts a parsed token request.
+func (s *Server) recordLocked(ep Endpoint, form url.Values) {
+	if s.grants[ep] == nil {
+		s.grants[ep] = map[string]int{}
+	}
+	s.grants[ep][form.Get("grant_type")]++
+	cp := url.Values{}
+	for k, v := range form {
+		cp[k] = append([]string(nil), v...)
+	}
+	s.lastForm[ep] = cp
+}
+
 // Unexpected lists requests to paths or methods the fake does not serve.
 func (s *Server) Unexpected() []string {
 	s.mu.Lock()
@@ -300,11 +381,27 @@ func (s *Server) SecretWorks(secret string) bool {
 func (s *Server) Sensitive() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := append([]string{s.creds.Password}, s.everSecrets...)
+	out := append([]string{s.creds.Password, s.creds.MetapackKeySecret, s.creds.CameraManagerKeySecret}, s.everSecrets...)
+	out = append(out, s.everRefresh...)
 	for t := range s.tokens {
 		out = append(out, t)
 	}
 	return out
+}
+
+// RefreshTokenLive reports whether a CameraManager refresh token works.
+func (s *Server) RefreshTokenLive(rt string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refreshTokens[rt]
+}
+
+// ForgetRefreshTokens makes every refresh token stop working, as a
+// server that lost its sessions would.
+func (s *Server) ForgetRefreshTokens() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refreshTokens = map[string]bool{}
 }
 
 // TokenLive reports whether an access token was issued here and has not
@@ -435,6 +532,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.recordLocked(EndpointToken, form)
 	switch form.Get("grant_type") {
 	case "client_credentials":
 		if clientID != s.creds.ClientID || s.findSecretLocked(clientSecret) == nil {
@@ -457,12 +555,11 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		writeOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", "")
 		return
 	}
-	token := randomString("", 32)
-	s.tokens[token] = issuedToken{clientID: clientID, scope: scope, expiresAt: time.Now().Add(s.tokenLifetime)}
+	token, expiresIn := s.issueLocked(clientID, scope, "")
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, map[string]any{
 		"access_token": token,
-		"expires_in":   int(s.tokenLifetime / time.Second),
+		"expires_in":   expiresIn,
 		"token_type":   "Bearer",
 		"scope":        scope,
 	})
@@ -594,6 +691,133 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
 		"active": true, "client_id": t.clientID, "scope": t.scope, "exp": t.expiresAt.Unix(),
 	})
+}
+
+func (s *Server) issueLocked(clientID, scope, refreshToken string) (string, int) {
+	token := randomString("", 32)
+	s.tokens[token] = issuedToken{clientID: clientID, scope: scope, expiresAt: time.Now().Add(s.tokenLifetime), refreshToken: refreshToken}
+	return token, int(s.tokenLifetime / time.Second)
+}
+
+// handleMetapackToken is Metapack's POST /oauth: grant_type
+// client_credentials in the form, the API key as raw HTTP Basic.
+func (s *Server) handleMetapackToken(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		s.unexpectedRequest(w, r)
+		return
+	}
+	if !s.begin(EndpointMetapackToken, w, r) {
+		return
+	}
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
+		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")
+		return
+	}
+	if err := r.ParseForm(); err != nil || r.PostForm.Get("grant_type") != "client_credentials" {
+		writeOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", "")
+		return
+	}
+	// The API key as Metapack takes it: base64 of the raw "id:secret",
+	// not form-decoded as RFC 6749 would have it.
+	id, secret, ok := r.BasicAuth()
+	if !ok || !equal(id, s.creds.MetapackKeyID) || !equal(secret, s.creds.MetapackKeySecret) {
+		s.writeClientError(w, true)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.recordLocked(EndpointMetapackToken, r.PostForm)
+	// A JWT-shaped token and a scope with a trailing space, as on the page.
+	token, expiresIn := s.issueLocked(id, "can-create-locations can-delete-own-locations", "")
+	jwt := "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9." + token
+	s.tokens[jwt] = s.tokens[token]
+	delete(s.tokens, token)
+	writeJSON(w, http.StatusOK, map[string]any{
+		"access_token": jwt,
+		"expires_in":   expiresIn,
+		"scope":        "can-create-locations can-delete-own-locations ",
+		"token_type":   "bearer",
+	})
+}
+
+// handleCameraManagerToken is CameraManager's POST /oauth/token: the
+// password and refresh_token grants, parameters in the query string (as
+// the page shows) or the form, the API key as raw HTTP Basic.
+func (s *Server) handleCameraManagerToken(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		s.unexpectedRequest(w, r)
+		return
+	}
+	if !s.begin(EndpointCameraManagerToken, w, r) {
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "the form does not parse")
+		return
+	}
+	params := r.Form                // query string and form body together
+	id, secret, ok := r.BasicAuth() // raw, as for Metapack
+	if !ok || !equal(id, s.creds.CameraManagerKeyID) || !equal(secret, s.creds.CameraManagerKeySecret) {
+		s.writeClientError(w, true)
+		return
+	}
+	scope := params.Get("scope")
+	if scope == "" {
+		scope = "write"
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.recordLocked(EndpointCameraManagerToken, params)
+	var refresh string
+	switch params.Get("grant_type") {
+	case "password":
+		if !equal(params.Get("username"), s.creds.Username) || !equal(params.Get("password"), s.creds.Password) {
+			writeOAuthError(w, http.StatusBadRequest, "invalid_grant", "Bad credentials")
+			return
+		}
+		refresh = randomString("", 36)
+		s.refreshTokens[refresh] = true
+		s.everRefresh = append(s.everRefresh, refresh)
+	case "refresh_token":
+		refresh = params.Get("refresh_token")
+		if !s.refreshTokens[refresh] {
+			writeOAuthError(w, http.StatusBadRequest, "invalid_grant", "Invalid refresh token")
+			return
+		}
+	default:
+		writeOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", "")
+		return
+	}
+	token, expiresIn := s.issueLocked(id, scope, refresh)
+	writeJSON(w, http.StatusOK, map[string]any{
+		"access_token":  token,
+		"token_type":    "bearer",
+		"refresh_token": refresh,
+		"expires_in":    expiresIn,
+		"scope":         scope,
+	})
+}
+
+// handleCameraManagerLogout deletes the bearer token and its refresh token.
+func (s *Server) handleCameraManagerLogout(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodDelete {
+		s.unexpectedRequest(w, r)
+		return
+	}
+	if !s.begin(EndpointCameraManagerLogout, w, r) {
+		return
+	}
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, issued := s.tokens[token]
+	if !ok || !issued || !time.Now().Before(t.expiresAt) {
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token"})
+		return
+	}
+	delete(s.tokens, token)
+	delete(s.refreshTokens, t.refreshToken)
+	w.WriteHeader(http.StatusOK)
 }
 
 func writeOAuthError(w http.ResponseWriter, status int, code, description string) {
