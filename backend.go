@@ -64,6 +64,12 @@ type backend struct {
 	rolesGen uint64
 
 	tokens *tokenCache
+	// refresh is the refresh token of providers that log in with a
+	// password (in memory only); refreshGen counts config changes, so a
+	// login that raced one does not keep a token of the old config.
+	refreshMu  sync.Mutex
+	refresh    string
+	refreshGen uint64
 	// flight makes concurrent creds reads of a role whose token is missing
 	// or spent share one upstream request.
 	flight singleflight.Group
@@ -133,6 +139,26 @@ func (b *backend) resetLocked() {
 	b.roles = map[string]*roleEntry{}
 	b.rolesGen++
 	b.tokens.reset()
+	b.refreshMu.Lock()
+	b.refresh = ""
+	b.refreshGen++
+	b.refreshMu.Unlock()
+}
+
+func (b *backend) refreshToken() (uint64, string) {
+	b.refreshMu.Lock()
+	defer b.refreshMu.Unlock()
+	return b.refreshGen, b.refresh
+}
+
+// setRefreshToken keeps a new refresh token; an empty one (a server that
+// returned none on refresh) keeps the one there is.
+func (b *backend) setRefreshToken(gen uint64, rt string) {
+	b.refreshMu.Lock()
+	defer b.refreshMu.Unlock()
+	if gen == b.refreshGen && rt != "" {
+		b.refresh = rt
+	}
 }
 
 // invalidate is called when another node (a performance standby or a

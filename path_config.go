@@ -49,6 +49,7 @@ type mapsConfig struct {
 	Password               string        `json:"password,omitempty"`
 	TokenURL               string        `json:"token_url,omitempty"`
 	RotationURL            string        `json:"rotation_url,omitempty"`
+	RevocationURL          string        `json:"revocation_url,omitempty"`
 	TokenAuthMethod        string        `json:"token_auth_method,omitempty"`
 	Scopes                 []string      `json:"scopes,omitempty"`
 	CACert                 string        `json:"ca_cert,omitempty"`
@@ -81,6 +82,9 @@ func (c *mapsConfig) resolved() *mapsConfig {
 	}
 	if r.RotationURL == "" {
 		r.RotationURL = p.rotationURL
+	}
+	if r.RevocationURL == "" {
+		r.RevocationURL = p.revocationURL
 	}
 	if r.GrantType == string(upstream.GrantPassword) {
 		if r.ClientID == "" {
@@ -121,9 +125,13 @@ func (c *mapsConfig) validate() error {
 		return fmt.Errorf("grant_type %q is not supported; use client_credentials or password", c.GrantType)
 	}
 	switch upstream.AuthMethod(c.TokenAuthMethod) {
-	case upstream.AuthClientSecretPost, upstream.AuthClientSecretBasic:
+	case upstream.AuthClientSecretPost:
+	case upstream.AuthClientSecretBasic, upstream.AuthClientSecretBasicRaw:
+		if c.ClientSecret == "" {
+			return fmt.Errorf("client_secret is required with token_auth_method %s", c.TokenAuthMethod)
+		}
 	default:
-		return fmt.Errorf("token_auth_method %q is not supported; use client_secret_post or client_secret_basic", c.TokenAuthMethod)
+		return fmt.Errorf("token_auth_method %q is not supported; use one of %s", c.TokenAuthMethod, joinAuthMethods())
 	}
 	if c.TokenURL == "" {
 		return fmt.Errorf("token_url is required for provider %s", c.Provider)
@@ -131,8 +139,11 @@ func (c *mapsConfig) validate() error {
 	if err := validateEndpointURL("token_url", c.TokenURL, c.AllowLoopbackHTTP); err != nil {
 		return err
 	}
-	if c.RotationURL != "" {
-		if err := validateEndpointURL("rotation_url", c.RotationURL, c.AllowLoopbackHTTP); err != nil {
+	for field, u := range map[string]string{"rotation_url": c.RotationURL, "revocation_url": c.RevocationURL} {
+		if u == "" {
+			continue
+		}
+		if err := validateEndpointURL(field, u, c.AllowLoopbackHTTP); err != nil {
 			return err
 		}
 	}
@@ -187,6 +198,14 @@ func validateEndpointURL(field, raw string, allowLoopbackHTTP bool) error {
 	}
 }
 
+func joinAuthMethods() string {
+	names := make([]string, len(upstream.AuthMethods))
+	for i, m := range upstream.AuthMethods {
+		names[i] = string(m)
+	}
+	return strings.Join(names, ", ")
+}
+
 func isLoopback(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true
@@ -213,17 +232,18 @@ func validateScopes(field string, scopes []string) error {
 
 func (c *mapsConfig) upstreamConfig() upstream.Config {
 	return upstream.Config{
-		TokenURL:     c.TokenURL,
-		RotationURL:  c.RotationURL,
-		ClientID:     c.ClientID,
-		ClientSecret: c.ClientSecret,
-		CustomerID:   c.CustomerID,
-		GrantType:    upstream.GrantType(c.GrantType),
-		Username:     c.Username,
-		Password:     c.Password,
-		AuthMethod:   upstream.AuthMethod(c.TokenAuthMethod),
-		CACertPEM:    c.CACert,
-		Timeout:      c.RequestTimeout,
+		TokenURL:      c.TokenURL,
+		RotationURL:   c.RotationURL,
+		RevocationURL: c.RevocationURL,
+		ClientID:      c.ClientID,
+		ClientSecret:  c.ClientSecret,
+		CustomerID:    c.CustomerID,
+		GrantType:     upstream.GrantType(c.GrantType),
+		Username:      c.Username,
+		Password:      c.Password,
+		AuthMethod:    upstream.AuthMethod(c.TokenAuthMethod),
+		CACertPEM:     c.CACert,
+		Timeout:       c.RequestTimeout,
 	}
 }
 
@@ -276,9 +296,18 @@ func pathConfig(b *backend) []*framework.Path {
 				Type:        framework.TypeString,
 				Description: "clientcredentials API. Default https://auth.mapsindoors.com/api/clientcredentials for mapsindoors.",
 			},
+			"revocation_url": {
+				Type:        framework.TypeString,
+				Description: "Where a token is logged out when its lease ends (DELETE with the token as bearer). Default for cameramanager.",
+			},
+			"api_key_properties": {
+				Type:         framework.TypeString,
+				Description:  "Contents of a Metapack apiKey.properties file; sets client_id and client_secret from apiKey.id and apiKey.secret. Write-only.",
+				DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+			},
 			"token_auth_method": {
 				Type:        framework.TypeString,
-				Description: "client_secret_post (credentials in the form body) or client_secret_basic (HTTP Basic).",
+				Description: "client_secret_post (in the form body), client_secret_basic (HTTP Basic, RFC 6749 encoding) or client_secret_basic_raw (HTTP Basic as is).",
 			},
 			"scopes": {
 				Type:        framework.TypeCommaStringSlice,
@@ -366,6 +395,7 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 		"password_set":              c.Password != "",
 		"token_url":                 c.TokenURL,
 		"rotation_url":              c.RotationURL,
+		"revocation_url":            c.RevocationURL,
 		"token_auth_method":         c.TokenAuthMethod,
 		"scopes":                    scopes,
 		"ca_cert":                   c.CACert,
@@ -388,6 +418,7 @@ var stringFields = map[string]func(*mapsConfig) *string{
 	"password":          func(c *mapsConfig) *string { return &c.Password },
 	"token_url":         func(c *mapsConfig) *string { return &c.TokenURL },
 	"rotation_url":      func(c *mapsConfig) *string { return &c.RotationURL },
+	"revocation_url":    func(c *mapsConfig) *string { return &c.RevocationURL },
 	"token_auth_method": func(c *mapsConfig) *string { return &c.TokenAuthMethod },
 	"ca_cert":           func(c *mapsConfig) *string { return &c.CACert },
 }
@@ -417,6 +448,22 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 			}
 			*field(cfg) = s
 		}
+	}
+	if v, ok := d.GetOk("api_key_properties"); ok {
+		if _, given := d.GetOk("client_id"); given {
+			return logical.ErrorResponse("give either api_key_properties or client_id and client_secret, not both"), nil
+		}
+		if _, given := d.GetOk("client_secret"); given {
+			return logical.ErrorResponse("give either api_key_properties or client_id and client_secret, not both"), nil
+		}
+		props, err := parseProperties(v.(string))
+		if err != nil {
+			return logical.ErrorResponse("api_key_properties does not parse: %v", err), nil
+		}
+		if props["apiKey.id"] == "" || props["apiKey.secret"] == "" {
+			return logical.ErrorResponse("api_key_properties must set apiKey.id and apiKey.secret"), nil
+		}
+		cfg.ClientID, cfg.ClientSecret = props["apiKey.id"], props["apiKey.secret"]
 	}
 	if v, ok := d.GetOk("scopes"); ok {
 		cfg.Scopes = nil

@@ -64,12 +64,33 @@ func secretToken(b *backend) *framework.Secret {
 	}
 }
 
-// tokenRevoke ends a lease. An OAuth2 access token from a client
-// credentials grant cannot be revoked at MapsIndoors; it simply expires,
-// never later than its lease plus the safety margin.
-func (b *backend) tokenRevoke(_ context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+// tokenRevoke ends a lease. Where the provider logs tokens out (each lease
+// then has a token of its own), it logs the lease's token out; an error
+// makes Vault retry the revocation, so no lease is dropped silently. Other
+// tokens cannot be revoked upstream: they expire by themselves, never
+// later than their lease plus the safety margin.
+func (b *backend) tokenRevoke(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	role, _ := req.Secret.InternalData["role"].(string)
-	b.Logger().Debug("lease revoked; the token expires upstream by itself", "mount", req.MountPoint, "role", role)
+	token, _ := req.Secret.InternalData["access_token"].(string)
+	log := b.Logger().With("mount", req.MountPoint, "role", role)
+	if token == "" {
+		log.Debug("lease revoked; the token expires upstream by itself")
+		return nil, nil
+	}
+	cfg, client, err := b.clientConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil {
+		return nil, fmt.Errorf("cannot log the lease's token out: this mount has no config; write %sconfig again so the revocation can finish", req.MountPoint)
+	}
+	if _, err := withTimeout(ctx, cfg.RequestTimeout, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, client.Logout(ctx, token)
+	}); err != nil {
+		log.Warn("logging the lease's token out failed; Vault retries the revocation", "error", err)
+		return nil, fmt.Errorf("log the token out: %w", err)
+	}
+	log.Debug("lease revoked and its token logged out")
 	return nil, nil
 }
 
@@ -94,7 +115,14 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	if len(scopes) == 0 {
 		scopes = cfg.Scopes
 	}
-	tok, err := b.roleToken(ctx, name, role, cfg, client, upstream.TokenRequest{Scopes: scopes})
+	treq := upstream.TokenRequest{Scopes: scopes, Params: role.tokenParams()}
+	perLease := providers[cfg.Provider].tokenPerLease
+	var tok *upstream.Token
+	if perLease {
+		tok, err = b.leaseToken(ctx, cfg, client, treq)
+	} else {
+		tok, err = b.roleToken(ctx, name, role, cfg, client, treq)
+	}
 	if err != nil {
 		b.Logger().Warn("token request failed", "mount", req.MountPoint, "role", name, "error", err)
 		return nil, upstreamError(err)
@@ -107,6 +135,15 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 			"the upstream issued a token that lives %s, too short to lease with a %s safety margin",
 			tok.Lifetime(), safetyMargin(tok.Lifetime())))
 	}
+	internal := map[string]any{
+		"role":       name,
+		"expires_at": tok.ExpiresAt.UTC().Format(time.RFC3339),
+	}
+	if perLease {
+		// Kept with the lease (in Vault's encrypted storage, not in the
+		// response or the audit log) so the revocation can log it out.
+		internal["access_token"] = tok.AccessToken
+	}
 	resp := b.Secret(secretTypeToken).Response(map[string]any{
 		"access_token": tok.AccessToken,
 		"token_type":   tok.TokenType,
@@ -114,10 +151,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		"expires_at":   tok.ExpiresAt.UTC().Format(time.RFC3339),
 		"scope":        tok.Scope,
 		"role":         name,
-	}, map[string]any{
-		"role":       name,
-		"expires_at": tok.ExpiresAt.UTC().Format(time.RFC3339),
-	})
+	}, internal)
 	resp.Secret.TTL = lease
 	resp.Secret.MaxTTL = lease
 	return resp, nil
@@ -127,7 +161,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 // otherwise fetches one; concurrent callers for the same role and request
 // share a single upstream call.
 func (b *backend) roleToken(ctx context.Context, name string, role *roleEntry, cfg *mapsConfig, client upstream.Client, treq upstream.TokenRequest) (*upstream.Token, error) {
-	request := strings.Join(treq.Scopes, " ")
+	request := strings.Join(treq.Scopes, " ") + "\x00" + treq.Params.Encode()
 	if tok, _ := b.tokens.get(name, request); tok != nil && reusable(tok, role.TTL, b.now()) {
 		return tok, nil
 	}
@@ -153,6 +187,34 @@ func (b *backend) roleToken(ctx context.Context, name string, role *roleEntry, c
 		return nil, err
 	}
 	return v.(*upstream.Token), nil
+}
+
+// leaseToken gets a token of its own for one lease: with the refresh
+// token while it works, else with the password, keeping the new refresh
+// token in memory only (never in storage, so no read writes storage).
+func (b *backend) leaseToken(ctx context.Context, cfg *mapsConfig, client upstream.Client, treq upstream.TokenRequest) (*upstream.Token, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
+	defer cancel()
+	gen, refresh := b.refreshToken()
+	if refresh != "" {
+		tok, err := client.Refresh(ctx, refresh, treq)
+		if err == nil {
+			b.setRefreshToken(gen, tok.RefreshToken)
+			return tok, nil
+		}
+		var ue *upstream.Error
+		if !errors.As(err, &ue) || ue.StatusCode < 400 || ue.StatusCode > 499 {
+			return nil, err
+		}
+		// Refused (logged out, expired): log in again with the password.
+		b.Logger().Debug("the refresh token was refused; logging in with the password", "error", err)
+	}
+	tok, err := client.Token(ctx, treq)
+	if err != nil {
+		return nil, err
+	}
+	b.setRefreshToken(gen, tok.RefreshToken)
+	return tok, nil
 }
 
 // upstreamError is what a caller sees of a failed upstream exchange: a 502

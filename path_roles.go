@@ -3,6 +3,8 @@ package mapsindoors
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,6 +28,32 @@ With ttl 0 the token's life alone sets the lease.
 type roleEntry struct {
 	Scopes []string      `json:"scopes,omitempty"`
 	TTL    time.Duration `json:"ttl,omitempty"`
+	// Audience, Resource and TokenParams are extra token request
+	// parameters some OAuth2 servers need.
+	Audience    string            `json:"audience,omitempty"`
+	Resource    string            `json:"resource,omitempty"`
+	TokenParams map[string]string `json:"token_params,omitempty"`
+}
+
+// reservedTokenParams are the parameters the grant itself sets.
+var reservedTokenParams = []string{"grant_type", "client_id", "client_secret", "username", "password", "scope", "refresh_token", "audience", "resource"}
+
+// tokenParams are the role's extra token request parameters.
+func (r *roleEntry) tokenParams() url.Values {
+	v := url.Values{}
+	for k, val := range r.TokenParams {
+		v.Set(k, val)
+	}
+	if r.Audience != "" {
+		v.Set("audience", r.Audience)
+	}
+	if r.Resource != "" {
+		v.Set("resource", r.Resource)
+	}
+	if len(v) == 0 {
+		return nil
+	}
+	return v
 }
 
 func pathRoles(b *backend) []*framework.Path {
@@ -64,6 +92,18 @@ func pathRoles(b *backend) []*framework.Path {
 				"ttl": {
 					Type:        framework.TypeDurationSecond,
 					Description: "Upper bound of a lease; 0 lets the token's remaining life decide.",
+				},
+				"audience": {
+					Type:        framework.TypeString,
+					Description: "audience parameter sent with the token request, for servers that need one.",
+				},
+				"resource": {
+					Type:        framework.TypeString,
+					Description: "resource parameter (RFC 8707) sent with the token request.",
+				},
+				"token_params": {
+					Type:        framework.TypeKVPairs,
+					Description: "Other parameters sent with the token request, as key=value pairs.",
 				},
 			},
 			ExistenceCheck: b.pathRoleExistenceCheck,
@@ -113,9 +153,16 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 	if scopes == nil {
 		scopes = []string{}
 	}
+	params := r.TokenParams
+	if params == nil {
+		params = map[string]string{}
+	}
 	return &logical.Response{Data: map[string]any{
-		"scopes": scopes,
-		"ttl":    int64(r.TTL / time.Second),
+		"scopes":       scopes,
+		"ttl":          int64(r.TTL / time.Second),
+		"audience":     r.Audience,
+		"resource":     r.Resource,
+		"token_params": params,
 	}}, nil
 }
 
@@ -141,6 +188,24 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	}
 	if v, ok := d.GetOk("ttl"); ok {
 		r.TTL = time.Duration(v.(int)) * time.Second
+	}
+	if v, ok := d.GetOk("audience"); ok {
+		r.Audience = strings.TrimSpace(v.(string))
+	}
+	if v, ok := d.GetOk("resource"); ok {
+		r.Resource = strings.TrimSpace(v.(string))
+	}
+	if v, ok := d.GetOk("token_params"); ok {
+		r.TokenParams = v.(map[string]string)
+		for k := range r.TokenParams {
+			if k == "" || slices.Contains(reservedTokenParams, k) {
+				return logical.ErrorResponse("token_params cannot set %q; use the field for it or leave it to the grant (reserved: %s)",
+					k, strings.Join(reservedTokenParams, ", ")), nil
+			}
+		}
+		if len(r.TokenParams) == 0 {
+			r.TokenParams = nil
+		}
 	}
 
 	entry, err := logical.StorageEntryJSON(roleStoragePrefix+name, r)

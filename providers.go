@@ -13,15 +13,20 @@ const (
 // provider is a preset of defaults: a config stores only what the operator
 // wrote, and the preset fills in the rest when it is used or read.
 type provider struct {
-	tokenURL    string
-	rotationURL string
-	grantType   upstream.GrantType
-	authMethod  upstream.AuthMethod
+	tokenURL      string
+	rotationURL   string
+	revocationURL string
+	grantType     upstream.GrantType
+	authMethod    upstream.AuthMethod
 	// passwordClientID and passwordScopes apply to the password grant.
 	passwordClientID string
 	passwordScopes   []string
 	// canRotate says whether the provider has a client-secret API.
 	canRotate bool
+	// tokenPerLease gives every creds read its own upstream token, made
+	// with the refresh token while it works, and logs it out when the
+	// lease ends.
+	tokenPerLease bool
 }
 
 var providers = map[string]provider{
@@ -34,15 +39,20 @@ var providers = map[string]provider{
 		passwordScopes:   []string{"integration"},
 		canRotate:        true,
 	},
+	// Metapack: https://<environment host>/oauth, one per customer, so no
+	// default token URL; the API key goes as raw HTTP Basic, as its page
+	// shows.
 	providerMetapack: {
 		grantType:  upstream.GrantClientCredentials,
-		authMethod: upstream.AuthClientSecretBasic,
+		authMethod: upstream.AuthClientSecretBasicRaw,
 	},
 	providerCameraManager: {
 		tokenURL:       "https://rest.cameramanager.com/oauth/token",
+		revocationURL:  "https://rest.cameramanager.com/rest/v2.0/users/self/tokens/current",
 		grantType:      upstream.GrantPassword,
-		authMethod:     upstream.AuthClientSecretBasic,
+		authMethod:     upstream.AuthClientSecretBasicRaw,
 		passwordScopes: []string{"write"},
+		tokenPerLease:  true,
 	},
 	providerOAuth2: {
 		grantType:  upstream.GrantClientCredentials,
