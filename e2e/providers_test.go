@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +20,8 @@ func TestProviders_OneEngineMountedPerUpstream(t *testing.T) {
 	fake := startFake(t, fakeupstream.Options{})
 	c := fake.Credentials()
 	v := startDevVault(t)
+	auditLog := filepath.Join(t.TempDir(), "audit.log")
+	v.mustCLI("audit", "enable", "file", "file_path="+auditLog)
 	v.registerPlugin(pluginV1)
 	for _, mount := range []string{"metapack", "cameramanager", "oauth2"} {
 		v.enable(mount, pluginV1)
@@ -71,4 +76,14 @@ func TestProviders_OneEngineMountedPerUpstream(t *testing.T) {
 	short, _ := readCreds(t, v, fake, "cameramanager", "short")
 	eventually(t, 45*time.Second, "the expired lease's token to be logged out", func() bool { return !fake.TokenLive(short) })
 	require.GreaterOrEqual(t, fake.Hits(fakeupstream.EndpointCameraManagerLogout), 2)
+
+	// The tokens kept with CameraManager leases for the logout, the API
+	// keys and the password are nowhere in the audit log in clear.
+	audit, err := os.ReadFile(auditLog)
+	require.NoError(t, err)
+	for _, s := range fake.Sensitive() {
+		if strings.Contains(string(audit), s) {
+			t.Fatalf("the audit log holds a secret or token in clear")
+		}
+	}
 }
