@@ -54,28 +54,12 @@ const (
 // PasswordClientID is the client id MapsIndoors' password grant uses.
 const PasswordClientID = "client"
 
-// Options sets up a fake. Empty fields get generated values.
+// Options sets up a fake. Empty credentials get generated values.
 type Options struct {
 	// Addr to listen on; "127.0.0.1:0" when empty.
 	Addr string
-
-	ClientID       string
-	ClientSecret   string
-	ClientSecretID string
-	CustomerID     string
-
-	// Username and Password are the CMS user accepted by the password grant.
-	Username string
-	Password string
-
-	// The API keys of Metapack and CameraManager (ID and SECRET). Generated
-	// secrets carry $ and + like the example on Metapack's page, so a
-	// client that form-encodes Basic credentials is refused.
-	MetapackKeyID          string
-	MetapackKeySecret      string
-	CameraManagerKeyID     string
-	CameraManagerKeySecret string
-
+	// Credentials the fake accepts.
+	Credentials
 	// TokenLifetime is the expires_in of issued tokens; one hour when 0.
 	TokenLifetime time.Duration
 	// AllowedScopes, when set, are the only scopes a client may ask for.
@@ -88,9 +72,15 @@ type Credentials struct {
 	ClientSecret   string
 	ClientSecretID string
 	CustomerID     string
-	Username       string
-	Password       string
 
+	// Username and Password are the user accepted by the password grants
+	// (MapsIndoors' CMS user, CameraManager's user).
+	Username string
+	Password string
+
+	// The API keys of Metapack and CameraManager (ID and SECRET). Generated
+	// secrets carry $ and + like the example on Metapack's page, so a
+	// client that form-encodes Basic credentials is refused.
 	MetapackKeyID          string
 	MetapackKeySecret      string
 	CameraManagerKeyID     string
