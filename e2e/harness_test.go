@@ -125,6 +125,25 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
+// freePortPair finds a port whose next port is free too: a dev server's
+// cluster listener takes PORT+1.
+func freePortPair(t *testing.T) int {
+	t.Helper()
+	for range 50 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		port := ln.Addr().(*net.TCPAddr).Port
+		next, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+1))
+		ln.Close()
+		if err == nil {
+			next.Close()
+			return port
+		}
+	}
+	t.Fatal("found no two free ports in a row")
+	return 0
+}
+
 // vaultServer is one Vault server process.
 type vaultServer struct {
 	t       *testing.T
@@ -142,7 +161,7 @@ type vaultServer struct {
 func startDevVault(t *testing.T) *vaultServer {
 	t.Helper()
 	dir := t.TempDir()
-	port := freePort(t)
+	port := freePortPair(t)
 	cfg := filepath.Join(dir, "extra.hcl")
 	require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf("plugin_directory = %q\n", pluginDir)), 0o600))
 	v := &vaultServer{t: t, name: "dev", addr: fmt.Sprintf("http://127.0.0.1:%d", port), token: "root", config: cfg,
