@@ -5,7 +5,7 @@ BIN         := bin
 LDFLAGS     := -X github.com/mapsindoors/vault-plugin-secrets-mapsindoors.Version=$(VERSION)
 GO          ?= go
 
-.PHONY: all build demo test unit e2e vault fmt fmt-check vet bench
+.PHONY: all build demo test unit e2e vault fmt fmt-check vet bench bench-e2e
 
 all: build
 
@@ -44,3 +44,7 @@ vet:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# creds reads against Vault's built-in KV, through a real Vault dev server.
+bench-e2e: vault
+	cd e2e && VAULT_BIN="$$(bash ../scripts/vault.sh)" $(GO) test -run '^$$' -bench . -benchtime 5s ./...

@@ -110,14 +110,14 @@ func buildPlugin(dir, version string) (pluginBuild, error) {
 	return pluginBuild{Version: version, Command: command, SHA256: hex.EncodeToString(sum[:])}, nil
 }
 
-func requireVault(t *testing.T) {
+func requireVault(t testing.TB) {
 	t.Helper()
 	if os.Getenv(skipEnv) == "1" {
 		t.Skipf("%s=1: the end-to-end tests against a real Vault server are skipped", skipEnv)
 	}
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -127,7 +127,7 @@ func freePort(t *testing.T) int {
 
 // freePortPair finds a port whose next port is free too: a dev server's
 // cluster listener takes PORT+1.
-func freePortPair(t *testing.T) int {
+func freePortPair(t testing.TB) int {
 	t.Helper()
 	for range 50 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -146,7 +146,7 @@ func freePortPair(t *testing.T) int {
 
 // vaultServer is one Vault server process.
 type vaultServer struct {
-	t       *testing.T
+	t       testing.TB
 	name    string
 	addr    string // http://127.0.0.1:PORT
 	token   string
@@ -158,7 +158,7 @@ type vaultServer struct {
 
 // startDevVault starts a dev server (in-memory storage, unsealed, root
 // token "root") with the shared plugin directory.
-func startDevVault(t *testing.T) *vaultServer {
+func startDevVault(t testing.TB) *vaultServer {
 	t.Helper()
 	dir := t.TempDir()
 	port := freePortPair(t)
@@ -173,7 +173,7 @@ func startDevVault(t *testing.T) *vaultServer {
 
 // newConfiguredServer writes a server config with the given storage
 // stanza and returns a server that is not started yet.
-func newConfiguredServer(t *testing.T, name, dir, storage string, apiPort, clusterPort int) *vaultServer {
+func newConfiguredServer(t testing.TB, name, dir, storage string, apiPort, clusterPort int) *vaultServer {
 	t.Helper()
 	cfg := filepath.Join(dir, name+".hcl")
 	hcl := fmt.Sprintf(`%s
@@ -418,14 +418,14 @@ func (v *vaultServer) writeFile(path string, data map[string]any) {
 	v.mustCLI("write", path, "@"+file)
 }
 
-func dataOf(t *testing.T, m map[string]any) map[string]any {
+func dataOf(t testing.TB, m map[string]any) map[string]any {
 	t.Helper()
 	d, ok := m["data"].(map[string]any)
 	require.True(t, ok, "no data in %v", m)
 	return d
 }
 
-func startFake(t *testing.T, opts fakeupstream.Options) *fakeupstream.Server {
+func startFake(t testing.TB, opts fakeupstream.Options) *fakeupstream.Server {
 	t.Helper()
 	fake, err := fakeupstream.Start(opts)
 	require.NoError(t, err)
@@ -437,7 +437,7 @@ func startFake(t *testing.T, opts fakeupstream.Options) *fakeupstream.Server {
 }
 
 // eventually polls cond until it holds or the time is up.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
