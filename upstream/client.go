@@ -223,11 +223,7 @@ func CertPool(caPEM string) (*x509.CertPool, error) {
 
 // Token gets a new access token with the configured grant.
 func (c *HTTPClient) Token(ctx context.Context, req TokenRequest) (*Token, error) {
-	return c.token(ctx, c.cfg.ClientSecret, req)
-}
-
-func (c *HTTPClient) token(ctx context.Context, clientSecret string, req TokenRequest) (*Token, error) {
-	ctx, clientID, clientSecret, style := c.tokenContext(ctx, clientSecret, req, c.cfg.GrantType == GrantPassword)
+	ctx, clientID, clientSecret, style := c.tokenContext(ctx, req, c.cfg.GrantType == GrantPassword)
 	var (
 		tok *oauth2.Token
 		err error
@@ -264,7 +260,7 @@ func (c *HTTPClient) Refresh(ctx context.Context, refreshToken string, req Token
 		params.Set("scope", strings.Join(req.Scopes, " "))
 	}
 	req.Params = params
-	ctx, clientID, clientSecret, style := c.tokenContext(ctx, c.cfg.ClientSecret, req, true)
+	ctx, clientID, clientSecret, style := c.tokenContext(ctx, req, true)
 	// An expired token makes x/oauth2's TokenSource refresh at once.
 	expired := &oauth2.Token{RefreshToken: refreshToken, Expiry: time.Now().Add(-time.Hour)}
 	tok, err := c.oauth2Config(clientID, clientSecret, style, req).TokenSource(ctx, expired).Token()
@@ -288,9 +284,9 @@ func (c *HTTPClient) oauth2Config(clientID, clientSecret string, style oauth2.Au
 // x/oauth2 is to send the client's credentials. x/oauth2 form-encodes
 // Basic credentials and takes no extra parameters for the password and
 // refresh grants; a wrapped transport does both instead.
-func (c *HTTPClient) tokenContext(ctx context.Context, clientSecret string, req TokenRequest, paramsByTransport bool) (context.Context, string, string, oauth2.AuthStyle) {
+func (c *HTTPClient) tokenContext(ctx context.Context, req TokenRequest, paramsByTransport bool) (context.Context, string, string, oauth2.AuthStyle) {
 	hc := c.http
-	clientID, style := c.cfg.ClientID, oauth2.AuthStyleInParams
+	clientID, clientSecret, style := c.cfg.ClientID, c.cfg.ClientSecret, oauth2.AuthStyleInParams
 	wrap := func(rt func(http.RoundTripper) http.RoundTripper) {
 		cp := *hc
 		cp.Transport = rt(hc.Transport)
