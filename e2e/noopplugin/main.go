@@ -22,8 +22,10 @@ func main() {
 
 func factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
 	secret := &framework.Secret{
-		Type:   "noop",
-		Revoke: func(context.Context, *logical.Request, *framework.FieldData) (*logical.Response, error) { return nil, nil },
+		Type: "noop",
+		Revoke: func(context.Context, *logical.Request, *framework.FieldData) (*logical.Response, error) {
+			return nil, nil
+		},
 	}
 	b := &framework.Backend{
 		BackendType:    logical.TypeLogical,
