@@ -26,7 +26,7 @@ unit:
 	$(GO) test -race -count=1 ./...
 
 e2e: vault
-	cd e2e && VAULT_BIN="$$(bash ../scripts/vault.sh)" $(GO) test -count=1 -timeout 25m ./...
+	cd e2e && VAULT_BIN="$$(bash ../scripts/vault.sh)" $(GO) test -count=1 -timeout 25m .
 
 # Builds (once) and prints the pinned Vault server.
 vault:
@@ -47,4 +47,4 @@ bench:
 
 # creds reads against Vault's built-in KV, through a real Vault dev server.
 bench-e2e: vault
-	cd e2e && VAULT_BIN="$$(bash ../scripts/vault.sh)" $(GO) test -run '^$$' -bench . -benchtime 5s ./...
+	cd e2e && VAULT_BIN="$$(bash ../scripts/vault.sh)" $(GO) test -run '^$$' -bench . -benchtime 5s .
