@@ -56,6 +56,15 @@ func TestCLI_RegisterConfigureReadRevokeRotateAndAudit(t *testing.T) {
 	}
 	require.True(t, found, "vault plugin list shows %s %s", pluginName, pluginV1.Version)
 
+	// Vault builds OpenAPI for the mount, and path-help answers.
+	code, spec := v.api("GET", "sys/internal/specs/openapi", nil)
+	require.Equal(t, 200, code)
+	paths, _ := spec["paths"].(map[string]any)
+	for _, p := range []string{"/mapsindoors/config", "/mapsindoors/roles/{name}", "/mapsindoors/creds/{name}", "/mapsindoors/rotate-root"} {
+		require.Contains(t, paths, p)
+	}
+	require.Contains(t, v.mustCLI("path-help", "mapsindoors/creds/app"), "short-lived bearer token")
+
 	// Config: written from a file, read back without the secret.
 	v.configure("mapsindoors", fake, map[string]any{"scopes": "integration"})
 	cfgOut := v.mustCLI("read", "-format=json", "mapsindoors/config")
