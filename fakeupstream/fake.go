@@ -206,13 +206,14 @@ func Start(opts Options) (*Server, error) {
 	s.baseURL = "https://" + net.JoinHostPort(host.IP.String(), fmt.Sprint(host.Port))
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("/connect/token", s.handleToken)
-	mux.HandleFunc("/api/clientcredentials", s.handleClientCredentials)
-	mux.HandleFunc("/fake/introspect", s.handleIntrospect)
-	mux.HandleFunc("/oauth", s.handleMetapackToken)
-	mux.HandleFunc("/oauth/token", s.handleCameraManagerToken)
-	mux.HandleFunc("/rest/v2.0/users/self/tokens/current", s.handleCameraManagerLogout)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { s.unexpectedRequest(w, r) })
+	mux.HandleFunc("/connect/token", s.route(s.handleToken, EndpointToken))
+	mux.HandleFunc("/api/clientcredentials", s.route(s.handleClientCredentials,
+		EndpointListSecrets, EndpointCreateSecret, EndpointDeleteSecret))
+	mux.HandleFunc("/fake/introspect", s.route(s.handleIntrospect, EndpointIntrospect))
+	mux.HandleFunc("/oauth", s.route(s.handleMetapackToken, EndpointMetapackToken))
+	mux.HandleFunc("/oauth/token", s.route(s.handleCameraManagerToken, EndpointCameraManagerToken))
+	mux.HandleFunc("/rest/v2.0/users/self/tokens/current", s.route(s.handleCameraManagerLogout, EndpointCameraManagerLogout))
+	mux.HandleFunc("/", s.unexpectedRequest)
 	s.http = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -411,6 +412,36 @@ func (s *Server) TokenExpiry(token string) (time.Time, bool) {
 	return t.expiresAt, ok
 }
 
+// route serves the endpoints of one path, each with its own method: a
+// request with another method is unexpected; otherwise it is counted and
+// its faults apply before h runs.
+func (s *Server) route(h func(Endpoint, http.ResponseWriter, *http.Request), endpoints ...Endpoint) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		for _, ep := range endpoints {
+			if method, _, _ := strings.Cut(string(ep), " "); method == r.Method {
+				if s.begin(ep, w, r) {
+					h(ep, w, r)
+				}
+				return
+			}
+		}
+		s.unexpectedRequest(w, r)
+	}
+}
+
+// formPost parses a form body, answering 400 when it is not one.
+func formPost(w http.ResponseWriter, r *http.Request) bool {
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
+		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")
+		return false
+	}
+	if err := r.ParseForm(); err != nil {
+		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "the form does not parse")
+		return false
+	}
+	return true
+}
+
 // begin counts a request, runs the hook and applies any fault. It returns
 // false when the fault has answered.
 func (s *Server) begin(ep Endpoint, w http.ResponseWriter, r *http.Request) bool {
@@ -485,20 +516,8 @@ func (s *Server) unexpectedRequest(w http.ResponseWriter, r *http.Request) {
 // handleToken is the IdentityServer-style /connect/token: a form POST with
 // the client authenticated in the body (client_secret_post) or by HTTP
 // Basic (client_secret_basic), as IdentityServer accepts both.
-func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		s.unexpectedRequest(w, r)
-		return
-	}
-	if !s.begin(EndpointToken, w, r) {
-		return
-	}
-	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
-		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")
-		return
-	}
-	if err := r.ParseForm(); err != nil {
-		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "the form does not parse")
+func (s *Server) handleToken(_ Endpoint, w http.ResponseWriter, r *http.Request) {
+	if !formPost(w, r) {
 		return
 	}
 	form := r.PostForm
@@ -595,22 +614,7 @@ func (s *Server) findSecretLocked(value string) *clientSecret {
 
 // handleClientCredentials is the clientcredentials API: GET lists, POST
 // creates, DELETE deletes, all behind a bearer token and a customerId.
-func (s *Server) handleClientCredentials(w http.ResponseWriter, r *http.Request) {
-	var ep Endpoint
-	switch r.Method {
-	case http.MethodGet:
-		ep = EndpointListSecrets
-	case http.MethodPost:
-		ep = EndpointCreateSecret
-	case http.MethodDelete:
-		ep = EndpointDeleteSecret
-	default:
-		s.unexpectedRequest(w, r)
-		return
-	}
-	if !s.begin(ep, w, r) {
-		return
-	}
+func (s *Server) handleClientCredentials(ep Endpoint, w http.ResponseWriter, r *http.Request) {
 	if !s.bearerOK(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token"})
@@ -662,14 +666,7 @@ func (s *Server) bearerOK(r *http.Request) bool {
 }
 
 // handleIntrospect answers RFC 7662 style: {"active": bool, ...}.
-func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		s.unexpectedRequest(w, r)
-		return
-	}
-	if !s.begin(EndpointIntrospect, w, r) {
-		return
-	}
+func (s *Server) handleIntrospect(_ Endpoint, w http.ResponseWriter, r *http.Request) {
 	token := r.PostFormValue("token")
 	s.mu.Lock()
 	t, ok := s.tokens[token]
@@ -691,19 +688,11 @@ func (s *Server) issueLocked(clientID, scope, refreshToken string) (string, int)
 
 // handleMetapackToken is Metapack's POST /oauth: grant_type
 // client_credentials in the form, the API key as raw HTTP Basic.
-func (s *Server) handleMetapackToken(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		s.unexpectedRequest(w, r)
+func (s *Server) handleMetapackToken(_ Endpoint, w http.ResponseWriter, r *http.Request) {
+	if !formPost(w, r) {
 		return
 	}
-	if !s.begin(EndpointMetapackToken, w, r) {
-		return
-	}
-	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
-		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")
-		return
-	}
-	if err := r.ParseForm(); err != nil || r.PostForm.Get("grant_type") != "client_credentials" {
+	if r.PostForm.Get("grant_type") != "client_credentials" {
 		writeOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", "")
 		return
 	}
@@ -733,14 +722,7 @@ func (s *Server) handleMetapackToken(w http.ResponseWriter, r *http.Request) {
 // handleCameraManagerToken is CameraManager's POST /oauth/token: the
 // password and refresh_token grants, parameters in the query string (as
 // the page shows) or the form, the API key as raw HTTP Basic.
-func (s *Server) handleCameraManagerToken(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		s.unexpectedRequest(w, r)
-		return
-	}
-	if !s.begin(EndpointCameraManagerToken, w, r) {
-		return
-	}
+func (s *Server) handleCameraManagerToken(_ Endpoint, w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
 		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "the form does not parse")
 		return
@@ -789,14 +771,7 @@ func (s *Server) handleCameraManagerToken(w http.ResponseWriter, r *http.Request
 }
 
 // handleCameraManagerLogout deletes the bearer token and its refresh token.
-func (s *Server) handleCameraManagerLogout(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodDelete {
-		s.unexpectedRequest(w, r)
-		return
-	}
-	if !s.begin(EndpointCameraManagerLogout, w, r) {
-		return
-	}
+func (s *Server) handleCameraManagerLogout(_ Endpoint, w http.ResponseWriter, r *http.Request) {
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	s.mu.Lock()
 	defer s.mu.Unlock()
