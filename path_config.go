@@ -443,7 +443,13 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	for name, field := range stringFields {
 		if v, ok := d.GetOk(name); ok {
 			s := v.(string)
-			if name != "client_secret" && name != "password" && name != "ca_cert" {
+			switch name {
+			case "client_secret", "password":
+				// Secrets keep their spaces, but not the line end that
+				// `echo "$SECRET" | vault write ... client_secret=-` adds.
+				s = strings.TrimRight(s, "\r\n")
+			case "ca_cert":
+			default:
 				s = strings.TrimSpace(s)
 			}
 			*field(cfg) = s

@@ -177,3 +177,15 @@ func TestConfig_SealWrapped(t *testing.T) {
 	e := newTestEnv(t, fakeupstream.Options{})
 	require.Contains(t, e.b.PathsSpecial.SealWrapStorage, "config")
 }
+
+func TestConfig_SecretFromStdinLosesItsLineEndOnly(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	secret := e.fake.Credentials().ClientSecret
+	e.configure(t, map[string]any{"client_secret": secret + "\n"})
+	require.Equal(t, secret, e.storedConfig(t).ClientSecret)
+	e.role(t, "app", nil)
+	e.read(t, "creds/app")
+
+	e.configure(t, map[string]any{"client_secret": " spaced secret \r\n", "client_secret_id": ""})
+	require.Equal(t, " spaced secret ", e.storedConfig(t).ClientSecret)
+}
