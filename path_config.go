@@ -510,7 +510,8 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return nil, err
 	}
 	b.reset()
-	b.Logger().Info("config written", "provider", cfg.resolved().Provider, "client_id", cfg.resolved().ClientID)
+	effective := cfg.resolved()
+	b.Logger().Info("config written", "mount", req.MountPoint, "provider", effective.Provider, "client_id", effective.ClientID)
 
 	if len(warnings) == 0 {
 		return nil, nil
@@ -525,7 +526,7 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ 
 		return nil, fmt.Errorf("delete config: %w", err)
 	}
 	b.reset()
-	b.Logger().Info("config deleted")
+	b.Logger().Info("config deleted", "mount", req.MountPoint)
 	return nil, nil
 }
 

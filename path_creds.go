@@ -119,9 +119,9 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	perLease := providers[cfg.Provider].tokenPerLease
 	var tok *upstream.Token
 	if perLease {
-		tok, err = b.leaseToken(ctx, cfg, client, treq)
+		tok, err = b.leaseToken(ctx, req.MountPoint, name, cfg, client, treq)
 	} else {
-		tok, err = b.roleToken(ctx, name, role, cfg, client, treq)
+		tok, err = b.roleToken(ctx, req.MountPoint, name, role, cfg, client, treq)
 	}
 	if err != nil {
 		b.Logger().Warn("token request failed", "mount", req.MountPoint, "role", name, "error", err)
@@ -160,7 +160,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 // roleToken returns the role's cached token while it is reusable, and
 // otherwise fetches one; concurrent callers for the same role and request
 // share a single upstream call.
-func (b *backend) roleToken(ctx context.Context, name string, role *roleEntry, cfg *mapsConfig, client upstream.Client, treq upstream.TokenRequest) (*upstream.Token, error) {
+func (b *backend) roleToken(ctx context.Context, mount, name string, role *roleEntry, cfg *mapsConfig, client upstream.Client, treq upstream.TokenRequest) (*upstream.Token, error) {
 	request := strings.Join(treq.Scopes, " ") + "\x00" + treq.Params.Encode()
 	if tok, _ := b.tokens.get(name, request); tok != nil && reusable(tok, role.TTL, b.now()) {
 		return tok, nil
@@ -180,7 +180,7 @@ func (b *backend) roleToken(ctx context.Context, name string, role *roleEntry, c
 			return nil, err
 		}
 		b.tokens.put(name, request, tok, gen)
-		b.Logger().Debug("fetched upstream token", "role", name, "lifetime", tok.Lifetime().String())
+		b.Logger().Debug("fetched upstream token", "mount", mount, "role", name, "lifetime", tok.Lifetime().String())
 		return tok, nil
 	})
 	if err != nil {
@@ -192,7 +192,7 @@ func (b *backend) roleToken(ctx context.Context, name string, role *roleEntry, c
 // leaseToken gets a token of its own for one lease: with the refresh
 // token while it works, else with the password, keeping the new refresh
 // token in memory only (never in storage, so no read writes storage).
-func (b *backend) leaseToken(ctx context.Context, cfg *mapsConfig, client upstream.Client, treq upstream.TokenRequest) (*upstream.Token, error) {
+func (b *backend) leaseToken(ctx context.Context, mount, name string, cfg *mapsConfig, client upstream.Client, treq upstream.TokenRequest) (*upstream.Token, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
 	defer cancel()
 	gen, refresh := b.refreshToken()
@@ -207,7 +207,7 @@ func (b *backend) leaseToken(ctx context.Context, cfg *mapsConfig, client upstre
 			return nil, err
 		}
 		// Refused (logged out, expired): log in again with the password.
-		b.Logger().Debug("the refresh token was refused; logging in with the password", "error", err)
+		b.Logger().Debug("the refresh token was refused; logging in with the password", "mount", mount, "role", name, "error", err)
 	}
 	tok, err := client.Token(ctx, treq)
 	if err != nil {

@@ -342,7 +342,7 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 		err = json.Unmarshal(raw, &wal)
 	}
 	if err != nil || wal.Marker == "" {
-		b.Logger().Warn("dropping a rotation write-ahead log entry that does not decode", "error", err)
+		b.Logger().Warn("dropping a rotation write-ahead log entry that does not decode", "mount", req.MountPoint, "error", err)
 		return nil
 	}
 
