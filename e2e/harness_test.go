@@ -11,12 +11,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -117,32 +119,51 @@ func requireVault(t testing.TB) {
 	}
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+// Ports come from one allocator below the kernel's ephemeral range
+// (32768 and up), so that a port handed to one server cannot be handed out
+// again, by the kernel or by this allocator, while that server starts.
+// Picking ":0" and closing it left a second of race for parallel tests:
+// seen here as a Raft node's cluster port answered by another server.
+var (
+	portMu   sync.Mutex
+	nextPort = 20000 + rand.IntN(8000)
+)
 
-// freePortPair finds a port whose next port is free too: a dev server's
-// cluster listener takes PORT+1.
-func freePortPair(t testing.TB) int {
+// freePorts reserves n consecutive free ports and returns the first.
+func freePorts(t testing.TB, n int) int {
 	t.Helper()
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		port := ln.Addr().(*net.TCPAddr).Port
-		next, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+1))
-		ln.Close()
-		if err == nil {
-			next.Close()
-			return port
+	portMu.Lock()
+	defer portMu.Unlock()
+	for range 500 {
+		base := nextPort
+		nextPort += n
+		if nextPort+n >= 32000 {
+			nextPort = 20000
+		}
+		if portsFree(base, n) {
+			return base
 		}
 	}
-	t.Fatal("found no two free ports in a row")
+	t.Fatalf("found no %d free ports in a row", n)
 	return 0
 }
+
+func portsFree(base, n int) bool {
+	for p := base; p < base+n; p++ {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			return false
+		}
+		ln.Close()
+	}
+	return true
+}
+
+func freePort(t testing.TB) int { return freePorts(t, 1) }
+
+// freePortPair is a port whose next port is free too: a dev server's
+// cluster listener takes PORT+1.
+func freePortPair(t testing.TB) int { return freePorts(t, 2) }
 
 // vaultServer is one Vault server process.
 type vaultServer struct {
