@@ -214,6 +214,18 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// cleanScopes trims the scopes written to a config or a role and drops
+// empty ones; none at all is nil, which means "the default".
+func cleanScopes(in []string) []string {
+	var out []string
+	for _, s := range in {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // validateScopes applies RFC 6749 §3.3: a scope is one or more of
 // %x21 / %x23-5B / %x5D-7E.
 func validateScopes(field string, scopes []string) error {
@@ -472,12 +484,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		cfg.ClientID, cfg.ClientSecret = props["apiKey.id"], props["apiKey.secret"]
 	}
 	if v, ok := d.GetOk("scopes"); ok {
-		cfg.Scopes = nil
-		for _, s := range v.([]string) {
-			if s = strings.TrimSpace(s); s != "" {
-				cfg.Scopes = append(cfg.Scopes, s)
-			}
-		}
+		cfg.Scopes = cleanScopes(v.([]string))
 	}
 	if v, ok := d.GetOk("request_timeout"); ok {
 		cfg.RequestTimeout = time.Duration(v.(int)) * time.Second

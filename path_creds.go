@@ -84,8 +84,8 @@ func (b *backend) tokenRevoke(ctx context.Context, req *logical.Request, _ *fram
 	if cfg == nil {
 		return nil, fmt.Errorf("cannot log the lease's token out: this mount has no config; write %sconfig again so the revocation can finish", req.MountPoint)
 	}
-	if _, err := withTimeout(ctx, cfg.RequestTimeout, func(ctx context.Context) (struct{}, error) {
-		return struct{}{}, client.Logout(ctx, token)
+	if err := withTimeoutErr(ctx, cfg.RequestTimeout, func(ctx context.Context) error {
+		return client.Logout(ctx, token)
 	}); err != nil {
 		log.Warn("logging the lease's token out failed; Vault retries the revocation", "error", err)
 		return nil, fmt.Errorf("log the token out: %w", err)

@@ -176,12 +176,7 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		r = &roleEntry{}
 	}
 	if v, ok := d.GetOk("scopes"); ok {
-		r.Scopes = nil
-		for _, s := range v.([]string) {
-			if s = strings.TrimSpace(s); s != "" {
-				r.Scopes = append(r.Scopes, s)
-			}
-		}
+		r.Scopes = cleanScopes(v.([]string))
 	}
 	if err := validateScopes("scopes", r.Scopes); err != nil {
 		return logical.ErrorResponse(err.Error()), nil

@@ -202,8 +202,8 @@ func (b *backend) rotateRootIf(ctx context.Context, s logical.Storage, mount, tr
 	} else {
 		nextClient, err := b.newClient(next.upstreamConfig())
 		if err == nil {
-			_, err = withTimeout(uctx, cfg.RequestTimeout, func(ctx context.Context) (struct{}, error) {
-				return struct{}{}, nextClient.DeleteClientSecret(ctx, cfg.ClientSecretID)
+			err = withTimeoutErr(uctx, cfg.RequestTimeout, func(ctx context.Context) error {
+				return nextClient.DeleteClientSecret(ctx, cfg.ClientSecretID)
 			})
 		}
 		if err != nil {
@@ -320,8 +320,8 @@ func (b *backend) deleteOrphans(ctx context.Context, client upstream.Client, cfg
 	}
 	var deleted []string
 	for _, id := range toDelete {
-		if _, err := withTimeout(ctx, cfg.RequestTimeout, func(ctx context.Context) (struct{}, error) {
-			return struct{}{}, client.DeleteClientSecret(ctx, id)
+		if err := withTimeoutErr(ctx, cfg.RequestTimeout, func(ctx context.Context) error {
+			return client.DeleteClientSecret(ctx, id)
 		}); err != nil {
 			return deleted, err
 		}
@@ -372,6 +372,13 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 }
 
 func withTimeout[T any](ctx context.Context, d time.Duration, fn func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return fn(ctx)
+}
+
+// withTimeoutErr is withTimeout for calls that return only an error.
+func withTimeoutErr(ctx context.Context, d time.Duration, fn func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	return fn(ctx)
