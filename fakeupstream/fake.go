@@ -400,8 +400,14 @@ func (s *Server) ForgetRefreshTokens() {
 func (s *Server) TokenLive(token string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	_, ok := s.liveTokenLocked(token)
+	return ok
+}
+
+// liveTokenLocked is an issued token that has not expired.
+func (s *Server) liveTokenLocked(token string) (issuedToken, bool) {
 	t, ok := s.tokens[token]
-	return ok && time.Now().Before(t.expiresAt)
+	return t, ok && time.Now().Before(t.expiresAt)
 }
 
 // TokenExpiry is when an issued token expires, and whether it was issued.
@@ -669,9 +675,9 @@ func (s *Server) bearerOK(r *http.Request) bool {
 func (s *Server) handleIntrospect(_ Endpoint, w http.ResponseWriter, r *http.Request) {
 	token := r.PostFormValue("token")
 	s.mu.Lock()
-	t, ok := s.tokens[token]
+	t, ok := s.liveTokenLocked(token)
 	s.mu.Unlock()
-	if !ok || !time.Now().Before(t.expiresAt) {
+	if !ok {
 		writeJSON(w, http.StatusOK, map[string]any{"active": false})
 		return
 	}
@@ -775,8 +781,8 @@ func (s *Server) handleCameraManagerLogout(_ Endpoint, w http.ResponseWriter, r 
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t, issued := s.tokens[token]
-	if !ok || !issued || !time.Now().Before(t.expiresAt) {
+	t, live := s.liveTokenLocked(token)
+	if !ok || !live {
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token"})
 		return
 	}
