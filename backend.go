@@ -133,6 +133,11 @@ func (b *backend) reset() {
 }
 
 func (b *backend) resetLocked() {
+	// The dropped client's pooled connections would otherwise linger until
+	// their idle timeout.
+	if c, ok := b.client.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 	b.config = nil
 	b.loaded = false
 	b.client = nil
