@@ -134,6 +134,9 @@ type Client interface {
 	// Logout revokes an access token (and, at CameraManager, its refresh
 	// token) at the revocation URL.
 	Logout(ctx context.Context, accessToken string) error
+	// Close lets go of the client's pooled connections; a client is closed
+	// once nothing uses it any more.
+	Close()
 }
 
 // HTTPClient is the Client over HTTP.
@@ -512,17 +515,9 @@ func (c *HTTPClient) Logout(ctx context.Context, accessToken string) error {
 	return &Error{Op: op, URL: redactURL(c.cfg.RevocationURL), StatusCode: resp.StatusCode}
 }
 
-// WithClientSecret is a copy of the client that authenticates with another
-// secret, sharing the transport: rotation uses it to prove a new secret.
-func (c *HTTPClient) WithClientSecret(secret string) *HTTPClient {
-	cp := *c
-	cp.cfg.ClientSecret = secret
-	return &cp
-}
-
-// CloseIdleConnections lets go of pooled connections of a client that is
-// being replaced.
-func (c *HTTPClient) CloseIdleConnections() { c.http.CloseIdleConnections() }
+// Close lets go of the client's pooled connections. A request still under
+// way finishes; its connection closes when it is done.
+func (c *HTTPClient) Close() { c.http.CloseIdleConnections() }
 
 func readBounded(r io.Reader) ([]byte, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxBodyBytes+1))

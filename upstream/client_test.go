@@ -52,6 +52,7 @@ func newClient(t *testing.T, cfg upstream.Config) *upstream.HTTPClient {
 	t.Helper()
 	c, err := upstream.New(cfg)
 	require.NoError(t, err)
+	t.Cleanup(c.Close)
 	return c
 }
 
@@ -271,12 +272,15 @@ func TestClientSecrets_CreateListDelete(t *testing.T) {
 		require.False(t, s.CreatedAt.IsZero())
 	}
 
-	require.NoError(t, c.WithClientSecret(created.Secret).DeleteClientSecret(ctx, creds.ClientSecretID))
+	next := cfg
+	next.ClientSecret = created.Secret
+	withNew := newClient(t, next)
+	require.NoError(t, withNew.DeleteClientSecret(ctx, creds.ClientSecretID))
 	require.False(t, fake.SecretWorks(creds.ClientSecret), "a deleted secret stops working")
 	_, err = c.Token(ctx, upstream.TokenRequest{})
 	require.True(t, upstream.IsInvalidClient(err), "%v", err)
 
-	err = c.WithClientSecret(created.Secret).DeleteClientSecret(ctx, "no-such-id")
+	err = withNew.DeleteClientSecret(ctx, "no-such-id")
 	require.ErrorContains(t, err, "HTTP 404")
 	require.Empty(t, fake.Unexpected())
 }

@@ -1,0 +1,245 @@
+package mapsindoors
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/helper/errutil"
+	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/fakeupstream"
+)
+
+// testEnv is a backend on in-memory storage, with its log captured, in
+// front of a fake upstream over real TLS.
+type testEnv struct {
+	b       *backend
+	storage logical.Storage
+	fake    *fakeupstream.Server
+	logs    *syncBuffer
+	// responses collects every response the backend gave, to check for
+	// leaked secrets at the end.
+	responses []*logical.Response
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+func newTestEnv(t testing.TB, opts fakeupstream.Options, tune ...func(*logical.BackendConfig)) *testEnv {
+	t.Helper()
+	fake, err := fakeupstream.Start(opts)
+	require.NoError(t, err)
+	t.Cleanup(fake.Close)
+
+	logs := &syncBuffer{}
+	conf := logical.TestBackendConfig()
+	conf.StorageView = &logical.InmemStorage{}
+	conf.Logger = hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace})
+	for _, fn := range tune {
+		fn(conf)
+	}
+	lb, err := Factory(context.Background(), conf)
+	require.NoError(t, err)
+
+	e := &testEnv{b: lb.(*backend), storage: conf.StorageView, fake: fake, logs: logs}
+	// Rotation proves a new secret with a few retries; tests need not wait.
+	e.b.verifyBackoff = []time.Duration{time.Millisecond, time.Millisecond}
+	t.Cleanup(func() {
+		e.assertNoLeaks(t)
+		require.Empty(t, fake.Unexpected(), "the fake got requests it does not serve")
+	})
+	return e
+}
+
+// baseConfig is a working config against the fake.
+func (e *testEnv) baseConfig() map[string]any {
+	c := e.fake.Credentials()
+	return map[string]any{
+		"client_id":        c.ClientID,
+		"client_secret":    c.ClientSecret,
+		"client_secret_id": c.ClientSecretID,
+		"customer_id":      c.CustomerID,
+		"token_url":        e.fake.TokenURL(),
+		"rotation_url":     e.fake.RotationURL(),
+		"ca_cert":          e.fake.CACertPEM(),
+	}
+}
+
+func (e *testEnv) configure(t testing.TB, overrides map[string]any) {
+	t.Helper()
+	data := e.baseConfig()
+	for k, v := range overrides {
+		data[k] = v
+	}
+	resp, err := e.write(t, "config", data)
+	require.NoError(t, err)
+	require.False(t, resp != nil && resp.IsError(), "config write: %v", resp)
+}
+
+func (e *testEnv) role(t testing.TB, name string, data map[string]any) {
+	t.Helper()
+	resp, err := e.write(t, "roles/"+name, data)
+	require.NoError(t, err)
+	require.False(t, resp != nil && resp.IsError(), "role write: %v", resp)
+}
+
+func (e *testEnv) do(t testing.TB, op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
+	t.Helper()
+	req := &logical.Request{
+		Operation:  op,
+		Path:       path,
+		Data:       data,
+		Storage:    e.storage,
+		MountPoint: "mapsindoors/",
+	}
+	resp, err := e.b.HandleRequest(context.Background(), req)
+	e.record(resp)
+	return resp, err
+}
+
+// write is a create or an update, as Vault would pick it with the path's
+// existence check.
+func (e *testEnv) write(t testing.TB, path string, data map[string]any) (*logical.Response, error) {
+	t.Helper()
+	req := &logical.Request{Operation: logical.CreateOperation, Path: path, Data: data, Storage: e.storage}
+	_, exists, err := e.b.HandleExistenceCheck(context.Background(), req)
+	var userErr errutil.UserError
+	if errors.As(err, &userErr) {
+		// Vault answers a field that does not parse with a 400 here.
+		resp := logical.ErrorResponse(err.Error())
+		e.record(resp)
+		return resp, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	op := logical.CreateOperation
+	if exists {
+		op = logical.UpdateOperation
+	}
+	return e.do(t, op, path, data)
+}
+
+func (e *testEnv) read(t testing.TB, path string) *logical.Response {
+	t.Helper()
+	resp, err := e.do(t, logical.ReadOperation, path, nil)
+	require.NoError(t, err)
+	require.NotNil(t, resp, "read %s", path)
+	require.False(t, resp.IsError(), "read %s: %v", path, resp.Error())
+	return resp
+}
+
+func (e *testEnv) record(resp *logical.Response) {
+	if resp == nil {
+		return
+	}
+	e.responses = append(e.responses, resp)
+}
+
+// assertNoLeaks checks that no secret, password or token the fake knows
+// is in the captured log or in any response, except the access_token
+// field of a creds response.
+func (e *testEnv) assertNoLeaks(t testing.TB) {
+	t.Helper()
+	logs := e.logs.String()
+	for _, r := range e.responses {
+		data := make(map[string]any, len(r.Data))
+		for k, v := range r.Data {
+			if k == "access_token" && r.Secret != nil {
+				continue
+			}
+			data[k] = v
+		}
+		blob, err := json.Marshal(struct {
+			Data     map[string]any
+			Warnings []string
+			Internal map[string]any
+		}{data, r.Warnings, secretInternal(r)})
+		require.NoError(t, err)
+		for _, s := range e.fake.Sensitive() {
+			if strings.Contains(string(blob), s) {
+				t.Errorf("a response holds a secret or token outside access_token")
+			}
+		}
+	}
+	for _, s := range e.fake.Sensitive() {
+		if strings.Contains(logs, s) {
+			t.Errorf("the server log holds a secret or token")
+		}
+	}
+}
+
+// secretInternal is the lease's internal data without the token it logs
+// out on revocation: that stays in Vault's lease storage and never reaches
+// a client or the audit log.
+func secretInternal(r *logical.Response) map[string]any {
+	if r.Secret == nil {
+		return nil
+	}
+	out := map[string]any{}
+	for k, v := range r.Secret.InternalData {
+		if k == "access_token" && v == r.Data["access_token"] {
+			continue
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// requireBadRequest asserts a 400 whose message names what to fix.
+func requireBadRequest(t testing.TB, resp *logical.Response, err error, mentions string) {
+	t.Helper()
+	require.NoError(t, err)
+	require.NotNil(t, resp)
+	require.True(t, resp.IsError(), "want an error response, got %#v", resp.Data)
+	code, _ := logical.RespondErrorCommon(&logical.Request{}, resp, err)
+	require.Equal(t, 400, code)
+	require.Contains(t, resp.Error().Error(), mentions)
+}
+
+// fixedClock is a clock tests move by hand.
+type fixedClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fixedClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fixedClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func (e *testEnv) writeConfig(t *testing.T, data map[string]any) {
+	t.Helper()
+	resp, err := e.write(t, "config", data)
+	require.NoError(t, err)
+	require.False(t, resp != nil && resp.IsError(), "config write: %v", resp)
+}
