@@ -5,6 +5,7 @@ package mapsindoors
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -17,9 +18,11 @@ import (
 )
 
 // Version is the plugin's semantic version, "v" first, as Vault compares it
-// with the -version given at registration. Release builds set it with
-// -ldflags "-X github.com/mapsindoors/vault-plugin-secrets-mapsindoors.Version=v1.2.3".
-var Version = "v0.1.0"
+// with the -version given at registration. The Makefile's VERSION is the one
+// source of it: builds stamp it with
+// -ldflags "-X github.com/mapsindoors/vault-plugin-secrets-mapsindoors.Version=v1.2.3",
+// and a build that was not stamped says so.
+var Version = "v0.0.0-dev"
 
 const (
 	operationPrefix = "mapsindoors"
@@ -55,8 +58,8 @@ type backend struct {
 	// role; keeping them here saves two storage round trips per read.
 	// Writes and Invalidate refresh them.
 	mu     sync.RWMutex
-	config *mapsConfig // nil when not loaded or not configured
-	loaded bool        // whether config reflects storage
+	config *config // nil when not loaded or not configured
+	loaded bool    // whether config reflects storage
 	client upstream.Client
 	roles  map[string]*roleEntry
 	// rolesGen counts role writes and invalidations, so a read that raced
@@ -135,8 +138,8 @@ func (b *backend) reset() {
 func (b *backend) resetLocked() {
 	// The dropped client's pooled connections would otherwise linger until
 	// their idle timeout.
-	if c, ok := b.client.(interface{ CloseIdleConnections() }); ok {
-		c.CloseIdleConnections()
+	if b.client != nil {
+		b.client.Close()
 	}
 	b.config = nil
 	b.loaded = false
@@ -178,3 +181,44 @@ func (b *backend) invalidate(_ context.Context, key string) {
 }
 
 func (b *backend) clean(context.Context) { b.reset() }
+
+// upstreamClient is the resolved config and its upstream client, built
+// once and kept until the config changes; nil, nil when the mount has no
+// config.
+func (b *backend) upstreamClient(ctx context.Context, s logical.Storage) (*config, upstream.Client, error) {
+	b.mu.RLock()
+	if b.loaded {
+		cfg, client := b.config, b.client
+		b.mu.RUnlock()
+		if cfg == nil || client != nil {
+			return cfg, client, nil
+		}
+	} else {
+		b.mu.RUnlock()
+	}
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// Another request may have loaded it while this one waited.
+	if !b.loaded {
+		stored, err := getConfig(ctx, s)
+		if err != nil {
+			return nil, nil, err
+		}
+		b.config, b.loaded = nil, true
+		if stored != nil {
+			b.config = stored.resolved()
+		}
+	}
+	if b.config == nil {
+		return nil, nil, nil
+	}
+	if b.client == nil {
+		client, err := b.newClient(b.config.clientConfig())
+		if err != nil {
+			return nil, nil, fmt.Errorf("build upstream client: %w", err)
+		}
+		b.client = client
+	}
+	return b.config, b.client, nil
+}

@@ -40,19 +40,19 @@ func pathClientSecrets(b *backend) []*framework.Path {
 }
 
 func (b *backend) pathClientSecretsList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	cfg, client, err := b.clientConfig(ctx, req.Storage)
+	cfg, client, err := b.upstreamClient(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
 	if cfg == nil {
-		return logical.ErrorResponse("this mount has no config; write %sconfig first", req.MountPoint), nil
+		return errorResponse(errNoConfig(req.MountPoint))
 	}
 	if err := canRotate(cfg); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
+		return errorResponse(err)
 	}
 	list, err := withTimeout(ctx, cfg.RequestTimeout, client.ListClientSecrets)
 	if err != nil {
-		return nil, upstreamError(err)
+		return errorResponse(err)
 	}
 	keys := make([]string, 0, len(list))
 	info := make(map[string]any, len(list))

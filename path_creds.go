@@ -77,7 +77,7 @@ func (b *backend) tokenRevoke(ctx context.Context, req *logical.Request, _ *fram
 		log.Debug("lease revoked; the token expires upstream by itself")
 		return nil, nil
 	}
-	cfg, client, err := b.clientConfig(ctx, req.Storage)
+	cfg, client, err := b.upstreamClient(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
@@ -103,12 +103,12 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	if role == nil {
 		return logical.ErrorResponse("role %q does not exist; create it with: vault write %sroles/%s ttl=5m", name, req.MountPoint, name), nil
 	}
-	cfg, client, err := b.clientConfig(ctx, req.Storage)
+	cfg, client, err := b.upstreamClient(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
 	if cfg == nil {
-		return logical.ErrorResponse("this mount has no config; write %sconfig with the client credentials first", req.MountPoint), nil
+		return errorResponse(errNoConfig(req.MountPoint))
 	}
 
 	scopes := role.Scopes
@@ -116,7 +116,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		scopes = cfg.Scopes
 	}
 	treq := upstream.TokenRequest{Scopes: scopes, Params: role.tokenParams()}
-	perLease := providers[cfg.Provider].tokenPerLease
+	perLease := cfg.provider().tokenPerLease
 	var tok *upstream.Token
 	if perLease {
 		tok, err = b.leaseToken(ctx, req.MountPoint, name, cfg, client, treq)
@@ -125,7 +125,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	}
 	if err != nil {
 		b.Logger().Warn("token request failed", "mount", req.MountPoint, "role", name, "error", err)
-		return nil, upstreamError(err)
+		return errorResponse(err)
 	}
 
 	now := b.now()
@@ -160,7 +160,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 // roleToken returns the role's cached token while it is reusable, and
 // otherwise fetches one; concurrent callers for the same role and request
 // share a single upstream call.
-func (b *backend) roleToken(ctx context.Context, mount, name string, role *roleEntry, cfg *mapsConfig, client upstream.Client, treq upstream.TokenRequest) (*upstream.Token, error) {
+func (b *backend) roleToken(ctx context.Context, mount, name string, role *roleEntry, cfg *config, client upstream.Client, treq upstream.TokenRequest) (*upstream.Token, error) {
 	request := strings.Join(treq.Scopes, " ") + "\x00" + treq.Params.Encode()
 	if tok, _ := b.tokens.get(name, request); tok != nil && reusable(tok, role.TTL, b.now()) {
 		return tok, nil
@@ -192,7 +192,7 @@ func (b *backend) roleToken(ctx context.Context, mount, name string, role *roleE
 // leaseToken gets a token of its own for one lease: with the refresh
 // token while it works, else with the password, keeping the new refresh
 // token in memory only (never in storage, so no read writes storage).
-func (b *backend) leaseToken(ctx context.Context, mount, name string, cfg *mapsConfig, client upstream.Client, treq upstream.TokenRequest) (*upstream.Token, error) {
+func (b *backend) leaseToken(ctx context.Context, mount, name string, cfg *config, client upstream.Client, treq upstream.TokenRequest) (*upstream.Token, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
 	defer cancel()
 	gen, refresh := b.refreshToken()
@@ -215,18 +215,4 @@ func (b *backend) leaseToken(ctx context.Context, mount, name string, cfg *mapsC
 	}
 	b.setRefreshToken(gen, tok.RefreshToken)
 	return tok, nil
-}
-
-// upstreamError is what a caller sees of a failed upstream exchange: a 502
-// naming the upstream's status and OAuth2 error, never a credential.
-func upstreamError(err error) error {
-	var ue *upstream.Error
-	if errors.As(err, &ue) {
-		msg := err.Error()
-		if upstream.IsInvalidClient(err) {
-			msg += "; check client_id and client_secret in config"
-		}
-		return logical.CodedError(http.StatusBadGateway, msg)
-	}
-	return fmt.Errorf("upstream: %w", err)
 }

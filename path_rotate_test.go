@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,7 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/fakeupstream"
-	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/upstream"
 )
 
 func (e *testEnv) rotate(t testing.TB) (*logical.Response, error) {
@@ -23,7 +21,7 @@ func (e *testEnv) rotate(t testing.TB) (*logical.Response, error) {
 	return e.do(t, logical.UpdateOperation, "rotate-root", nil)
 }
 
-func (e *testEnv) storedConfig(t testing.TB) *mapsConfig {
+func (e *testEnv) storedConfig(t testing.TB) *config {
 	t.Helper()
 	cfg, err := getConfig(context.Background(), e.storage)
 	require.NoError(t, err)
@@ -36,30 +34,6 @@ func (e *testEnv) wals(t testing.TB) []string {
 	ids, err := framework.ListWAL(context.Background(), e.storage)
 	require.NoError(t, err)
 	return ids
-}
-
-// ageWALs makes every WAL entry look older than the rollback's minimum
-// age, as if that much time had passed.
-func (e *testEnv) ageWALs(t testing.TB) {
-	t.Helper()
-	ctx := context.Background()
-	for _, id := range e.wals(t) {
-		entry, err := e.storage.Get(ctx, framework.WALPrefix+id)
-		require.NoError(t, err)
-		var w framework.WALEntry
-		require.NoError(t, entry.DecodeJSON(&w))
-		w.CreatedAt = time.Now().Add(-walRollbackMinAge - time.Minute).Unix()
-		aged, err := logical.StorageEntryJSON(framework.WALPrefix+id, &w)
-		require.NoError(t, err)
-		require.NoError(t, e.storage.Put(ctx, aged))
-	}
-}
-
-// rollback sends the request Vault's rollback manager sends each minute.
-func (e *testEnv) rollback(t testing.TB) {
-	t.Helper()
-	_, err := e.do(t, logical.RollbackOperation, "", map[string]any{})
-	require.NoError(t, err)
 }
 
 func secretIDs(fake *fakeupstream.Server) []string {
@@ -208,88 +182,6 @@ func TestRotateRoot_FailedDeleteKeepsNewSecretAndRetriesByRollback(t *testing.T)
 	require.Empty(t, e.wals(t))
 }
 
-// crashingClient stands for a plugin process that dies right after the
-// upstream created a secret: the answer is lost, and nothing it does
-// afterwards (its cleanup) reaches the upstream.
-type crashingClient struct {
-	upstream.Client
-	crashed bool
-}
-
-func (c *crashingClient) CreateClientSecret(ctx context.Context, d string) (*upstream.ClientSecret, error) {
-	if _, err := c.Client.CreateClientSecret(ctx, d); err != nil {
-		return nil, err
-	}
-	c.crashed = true
-	return nil, errors.New("connection reset")
-}
-
-func (c *crashingClient) ListClientSecrets(ctx context.Context) ([]upstream.ClientSecret, error) {
-	if c.crashed {
-		return nil, errors.New("process gone")
-	}
-	return c.Client.ListClientSecrets(ctx)
-}
-
-func TestRotateRoot_RollbackDeletesTheOrphanOfACrash(t *testing.T) {
-	e := newTestEnv(t, fakeupstream.Options{})
-	e.configure(t, nil)
-	before := e.storedConfig(t)
-	real := e.b.newClient
-	e.b.newClient = func(c upstream.Config) (upstream.Client, error) {
-		client, err := real(c)
-		return &crashingClient{Client: client}, err
-	}
-	_, err := e.rotate(t)
-	require.Error(t, err)
-	require.Len(t, e.fake.Secrets(), 2, "the orphan is live upstream")
-	require.Len(t, e.wals(t), 1)
-	require.Equal(t, before, e.storedConfig(t))
-
-	// A new process (or the same, recovered) runs Vault's rollback.
-	e.b.newClient = real
-	e.rollback(t)
-	require.Len(t, e.fake.Secrets(), 2, "a WAL younger than the minimum age is left alone")
-	e.ageWALs(t)
-	e.rollback(t)
-	require.Equal(t, []string{before.ClientSecretID}, secretIDs(e.fake))
-	require.True(t, e.fake.SecretWorks(before.ClientSecret))
-	require.Empty(t, e.wals(t))
-	require.Contains(t, e.logs.String(), "rotation rollback done")
-}
-
-func TestRotateRoot_RollbackAfterStoreKeepsTheNewSecret(t *testing.T) {
-	// A crash after step 5: the config holds the new secret, the WAL is
-	// still there, the old secret is live. The rollback deletes the old
-	// one and keeps the new.
-	e := newTestEnv(t, fakeupstream.Options{})
-	e.configure(t, nil)
-	old := e.fake.Credentials()
-	real := e.b.newClient
-	e.b.newClient = func(c upstream.Config) (upstream.Client, error) {
-		client, err := real(c)
-		if c.ClientSecret != old.ClientSecret {
-			return &noDeleteClient{client}, err
-		}
-		return client, err
-	}
-	_, err := e.rotate(t)
-	require.NoError(t, err)
-	e.b.newClient = real
-	stored := e.storedConfig(t)
-
-	e.ageWALs(t)
-	e.rollback(t)
-	require.Equal(t, []string{stored.ClientSecretID}, secretIDs(e.fake))
-	require.Empty(t, e.wals(t))
-}
-
-type noDeleteClient struct{ upstream.Client }
-
-func (noDeleteClient) DeleteClientSecret(context.Context, string) error {
-	return errors.New("process gone")
-}
-
 func TestRotateRoot_ConcurrentCallsRunOneAtATime(t *testing.T) {
 	e := newTestEnv(t, fakeupstream.Options{})
 	e.configure(t, nil)
@@ -419,121 +311,6 @@ func TestRotateRoot_ConfigsThatCannotRotateAre400(t *testing.T) {
 			requireBadRequest(t, resp, err, tc.mentions)
 			require.Zero(t, e.fake.Hits(fakeupstream.EndpointToken))
 			require.Empty(t, e.wals(t))
-		})
-	}
-}
-
-func TestClientSecrets_ListsWithoutValues(t *testing.T) {
-	e := newTestEnv(t, fakeupstream.Options{})
-	e.configure(t, nil)
-	old := e.fake.Credentials()
-	resp, err := e.do(t, logical.ListOperation, "client-secrets/", nil)
-	require.NoError(t, err)
-	require.Equal(t, []string{old.ClientSecretID}, resp.Data["keys"])
-	info := resp.Data["key_info"].(map[string]any)[old.ClientSecretID].(map[string]any)
-	require.Equal(t, true, info["current"])
-	require.Equal(t, "initial secret", info["description"])
-	require.Equal(t, old.ClientID, info["client_id"])
-	require.NotEmpty(t, info["created_at"])
-
-	read, err := e.do(t, logical.ReadOperation, "client-secrets", nil)
-	require.NoError(t, err)
-	require.Equal(t, resp.Data, read.Data)
-
-	e.fake.InjectFault(fakeupstream.EndpointListSecrets, fakeupstream.Fault{Status: 403, Code: "forbidden"})
-	_, err = e.do(t, logical.ListOperation, "client-secrets/", nil)
-	requireCoded(t, err, http.StatusBadGateway, "HTTP 403")
-}
-
-func TestScheduledRotation_FiresWhenDueAndNotEarly(t *testing.T) {
-	e := newTestEnv(t, fakeupstream.Options{})
-	clock := &fixedClock{t: time.Now()}
-	e.b.now = clock.Now
-	e.configure(t, nil)
-
-	resp, err := e.write(t, "config", map[string]any{"rotation_period": "30s"})
-	requireBadRequest(t, resp, err, "rotation_period must be 0 (off) or at least 1m0s")
-	e.configure(t, map[string]any{"rotation_period": "1h"})
-	cfg := e.read(t, "config").Data
-	require.Equal(t, int64(3600), cfg["rotation_period"])
-	require.Equal(t, clock.Now().Add(time.Hour).UTC().Format(time.RFC3339), cfg["next_rotation"])
-	require.Equal(t, "", cfg["last_rotated"])
-
-	clock.Add(59 * time.Minute)
-	e.rollback(t)
-	require.Zero(t, e.fake.Hits(fakeupstream.EndpointCreateSecret), "not before it is due")
-
-	clock.Add(2 * time.Minute)
-	e.rollback(t)
-	require.Equal(t, 1, e.fake.Hits(fakeupstream.EndpointCreateSecret))
-	stored := e.storedConfig(t)
-	require.Equal(t, []string{stored.ClientSecretID}, secretIDs(e.fake))
-	cfg = e.read(t, "config").Data
-	require.Equal(t, clock.Now().UTC().Format(time.RFC3339), cfg["last_rotated"])
-	require.Equal(t, clock.Now().Add(time.Hour).UTC().Format(time.RFC3339), cfg["next_rotation"])
-
-	clock.Add(time.Minute)
-	e.rollback(t)
-	require.Equal(t, 1, e.fake.Hits(fakeupstream.EndpointCreateSecret), "once per period")
-	require.Contains(t, e.logs.String(), "trigger=schedule")
-}
-
-func TestScheduledRotation_RetriesWithBackoffAndKeepsAWorkingSecret(t *testing.T) {
-	e := newTestEnv(t, fakeupstream.Options{})
-	clock := &fixedClock{t: time.Now()}
-	e.b.now = clock.Now
-	e.configure(t, map[string]any{"rotation_period": "1h"})
-	old := e.fake.Credentials()
-	e.fake.InjectFault(fakeupstream.EndpointCreateSecret, fakeupstream.Fault{Status: 503, Times: 2})
-
-	clock.Add(time.Hour)
-	e.rollback(t) // fails; next try in 1m
-	require.Equal(t, 1, e.fake.Hits(fakeupstream.EndpointCreateSecret))
-	require.True(t, e.fake.SecretWorks(old.ClientSecret))
-	require.Contains(t, e.logs.String(), "scheduled rotation failed")
-
-	clock.Add(30 * time.Second)
-	e.rollback(t)
-	require.Equal(t, 1, e.fake.Hits(fakeupstream.EndpointCreateSecret), "waits out the backoff")
-
-	clock.Add(31 * time.Second)
-	e.rollback(t) // fails again; next try in 2m
-	require.Equal(t, 2, e.fake.Hits(fakeupstream.EndpointCreateSecret))
-
-	clock.Add(90 * time.Second)
-	e.rollback(t)
-	require.Equal(t, 2, e.fake.Hits(fakeupstream.EndpointCreateSecret), "the backoff grows")
-
-	clock.Add(31 * time.Second)
-	e.rollback(t)
-	require.Equal(t, 3, e.fake.Hits(fakeupstream.EndpointCreateSecret))
-	stored := e.storedConfig(t)
-	require.NotEqual(t, old.ClientSecretID, stored.ClientSecretID)
-	require.True(t, e.fake.SecretWorks(stored.ClientSecret))
-	require.False(t, e.fake.SecretWorks(old.ClientSecret))
-	require.True(t, strings.Contains(e.logs.String(), "rotation done"))
-}
-
-func TestScheduledRotation_DueAllowsForTickJitter(t *testing.T) {
-	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	cases := []struct {
-		name   string
-		period time.Duration
-		after  time.Duration
-		due    bool
-	}{
-		{"off", 0, 48 * time.Hour, false},
-		{"1m period, tick a hair early", time.Minute, 59*time.Second + 990*time.Millisecond, true},
-		{"1m period, half way", time.Minute, 30 * time.Second, false},
-		{"1m period, 7s early", time.Minute, 53 * time.Second, false},
-		{"1h period, a minute early", time.Hour, 59 * time.Minute, false},
-		{"1h period, 20s early", time.Hour, 59*time.Minute + 40*time.Second, true},
-		{"1h period, late", time.Hour, 61 * time.Minute, true},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			c := &mapsConfig{RotationPeriod: tc.period, ScheduleStart: t0.Add(-time.Hour), LastRotated: t0}
-			require.Equal(t, tc.due, c.dueForRotation(t0.Add(tc.after)))
 		})
 	}
 }

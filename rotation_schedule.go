@@ -28,12 +28,12 @@ func scheduleSlack(period time.Duration) time.Duration {
 }
 
 // dueForRotation says whether a scheduled rotation should run at now.
-func (c *mapsConfig) dueForRotation(now time.Time) bool {
+func (c *config) dueForRotation(now time.Time) bool {
 	return c.RotationPeriod > 0 && !now.Add(scheduleSlack(c.RotationPeriod)).Before(c.nextRotation())
 }
 
 // nextRotation is when a scheduled rotation is due; zero when none is set.
-func (c *mapsConfig) nextRotation() time.Time {
+func (c *config) nextRotation() time.Time {
 	if c.RotationPeriod <= 0 {
 		return time.Time{}
 	}
@@ -68,7 +68,7 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 		return nil
 	}
 
-	due := func(c *mapsConfig) bool { return c.dueForRotation(b.now()) }
+	due := func(c *config) bool { return c.dueForRotation(b.now()) }
 	if _, err := b.rotateRootIf(ctx, req.Storage, req.MountPoint, "schedule", due); err != nil {
 		b.schedMu.Lock()
 		b.schedFailures++
