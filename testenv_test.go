@@ -53,24 +53,31 @@ func newTestEnv(t testing.TB, opts fakeupstream.Options, tune ...func(*logical.B
 	require.NoError(t, err)
 	t.Cleanup(fake.Close)
 
-	logs := &syncBuffer{}
-	conf := logical.TestBackendConfig()
-	conf.StorageView = &logical.InmemStorage{}
-	conf.Logger = hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace})
-	for _, fn := range tune {
-		fn(conf)
-	}
-	lb, err := Factory(context.Background(), conf)
-	require.NoError(t, err)
-
-	e := &testEnv{b: lb.(*backend), storage: conf.StorageView, fake: fake, logs: logs}
-	// Rotation proves a new secret with a few retries; tests need not wait.
-	e.b.verifyBackoff = []time.Duration{time.Millisecond, time.Millisecond}
+	e := &testEnv{storage: &logical.InmemStorage{}, fake: fake, logs: &syncBuffer{}}
+	e.b = e.newBackend(t, tune...)
 	t.Cleanup(func() {
 		e.assertNoLeaks(t)
 		require.Empty(t, fake.Unexpected(), "the fake got requests it does not serve")
 	})
 	return e
+}
+
+// newBackend builds a backend on the env's storage and log, as Vault does
+// when it starts the plugin: at first, after a crash, on another node.
+func (e *testEnv) newBackend(t testing.TB, tune ...func(*logical.BackendConfig)) *backend {
+	t.Helper()
+	conf := logical.TestBackendConfig()
+	conf.StorageView = e.storage
+	conf.Logger = hclog.New(&hclog.LoggerOptions{Output: e.logs, Level: hclog.Trace})
+	for _, fn := range tune {
+		fn(conf)
+	}
+	lb, err := Factory(context.Background(), conf)
+	require.NoError(t, err)
+	b := lb.(*backend)
+	// Rotation proves a new secret with a few retries; tests need not wait.
+	b.verifyBackoff = []time.Duration{time.Millisecond, time.Millisecond}
+	return b
 }
 
 // baseConfig is a working config against the fake.
