@@ -86,12 +86,8 @@ type backend struct {
 	// verifyBackoff are the waits between attempts to log in with a newly
 	// created secret before a rotation gives up on it.
 	verifyBackoff []time.Duration
-
-	// schedMu guards the retry state of scheduled rotations. It lives in
-	// memory only: after a fail-over the new active node tries at once.
-	schedMu       sync.Mutex
-	schedFailures int
-	schedRetryAt  time.Time
+	// rotationTimeout bounds one rotation, every step and wait included.
+	rotationTimeout time.Duration
 }
 
 func newBackend() *backend {
@@ -101,7 +97,8 @@ func newBackend() *backend {
 		roles:     map[string]*roleEntry{},
 		tokens:    newTokenCache(),
 
-		verifyBackoff: []time.Duration{500 * time.Millisecond, 2 * time.Second},
+		verifyBackoff:   []time.Duration{500 * time.Millisecond, 2 * time.Second},
+		rotationTimeout: defaultRotationTimeout,
 	}
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),

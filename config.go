@@ -44,11 +44,53 @@ type config struct {
 	RequestTimeout         time.Duration `json:"request_timeout,omitempty"`
 	AllowLoopbackHTTP      bool          `json:"allow_loopback_http,omitempty"`
 
-	// RotationPeriod > 0 rotates the secret on a schedule, counted from
-	// the later of LastRotated and ScheduleStart (when the period was set).
-	RotationPeriod time.Duration `json:"rotation_period,omitempty"`
-	ScheduleStart  time.Time     `json:"schedule_start,omitempty"`
-	LastRotated    time.Time     `json:"last_rotated,omitempty"`
+	// RotationPeriod > 0 or a RotationSchedule (cron, UTC) rotates the
+	// secret automatically, counted from the later of LastRotated and
+	// ScheduleStart (when the schedule was last changed). A RotationWindow
+	// limits a scheduled rotation to that long after its time.
+	RotationPeriod           time.Duration `json:"rotation_period,omitempty"`
+	RotationSchedule         string        `json:"rotation_schedule,omitempty"`
+	RotationWindow           time.Duration `json:"rotation_window,omitempty"`
+	DisableAutomatedRotation bool          `json:"disable_automated_rotation,omitempty"`
+	ScheduleStart            time.Time     `json:"schedule_start,omitempty"`
+	LastRotated              time.Time     `json:"last_rotated,omitempty"`
+
+	// PreviousSecretGrace keeps a replaced secret live that long before
+	// it is deleted.
+	PreviousSecretGrace time.Duration `json:"previous_secret_grace,omitempty"`
+	// PendingDeletions are upstream secrets this mount replaced and still
+	// has to delete. A rotation records the one it replaces in the same
+	// write that stores the new secret, so no crash or fail-over can
+	// forget it; the periodic function deletes them when due.
+	PendingDeletions []pendingDeletion `json:"pending_deletions,omitempty"`
+	// SecretSetAt is when the stored secret was written or rotated in.
+	SecretSetAt time.Time `json:"secret_set_at,omitempty"`
+	// Rotation is how the last rotations went.
+	Rotation rotationStatus `json:"rotation_status"`
+}
+
+// pendingDeletion is an upstream secret to delete once DueAt has passed.
+type pendingDeletion struct {
+	ID         string    `json:"id"`
+	ReplacedAt time.Time `json:"replaced_at"`
+	DueAt      time.Time `json:"due_at"`
+}
+
+// rotationStatus is kept across restarts and fail-overs, so a failing
+// scheduled rotation keeps backing off on whichever node runs it.
+type rotationStatus struct {
+	LastError           string    `json:"last_error,omitempty"`
+	LastErrorAt         time.Time `json:"last_error_at,omitempty"`
+	ConsecutiveFailures int       `json:"consecutive_failures,omitempty"`
+	NextRetry           time.Time `json:"next_retry,omitempty"`
+}
+
+// clone is a copy that shares no slice with c.
+func (c *config) clone() *config {
+	cp := *c
+	cp.Scopes = slices.Clone(c.Scopes)
+	cp.PendingDeletions = slices.Clone(c.PendingDeletions)
+	return &cp
 }
 
 // provider is the config's provider, or nil for an unknown one (which
@@ -62,16 +104,15 @@ func (c *config) provider() *provider {
 
 // resolved is a copy with the provider's defaults filled in.
 func (c *config) resolved() *config {
-	r := *c
-	r.Scopes = slices.Clone(c.Scopes)
+	r := c.clone()
 	p := r.provider()
 	if p == nil {
-		return &r
+		return r
 	}
 	r.Provider = p.name
 	for _, f := range configFields {
-		if f.def != nil && *f.text(&r) == "" {
-			*f.text(&r) = f.def(p)
+		if f.def != nil && *f.text(r) == "" {
+			*f.text(r) = f.def(p)
 		}
 	}
 	if r.GrantType == string(upstream.GrantPassword) {
@@ -85,7 +126,7 @@ func (c *config) resolved() *config {
 	if r.RequestTimeout == 0 {
 		r.RequestTimeout = upstream.DefaultTimeout
 	}
-	return &r
+	return r
 }
 
 // validate checks a resolved config. Each message names the field and
@@ -132,7 +173,7 @@ func (c *config) validate() error {
 			return err
 		}
 	}
-	return nil
+	return c.validateSchedule()
 }
 
 // clientConfig is what the upstream client needs of the config.

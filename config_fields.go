@@ -120,24 +120,21 @@ var configFields = []configField{
 			return nil
 		}).
 		sentAs(func(c *config, u *upstream.Config) { u.Timeout = c.RequestTimeout }),
-	{
-		name:        "allow_loopback_http",
-		description: "Allow plain http URLs to a loopback address, for local test servers.",
-		fieldType:   framework.TypeBool,
-		set:         func(c *config, v any) { c.AllowLoopbackHTTP = v.(bool) },
-		read:        func(c *config) any { return c.AllowLoopbackHTTP },
-	},
-	durationField("rotation_period", "Rotate the client secret this often (at least 1m); 0 turns scheduled rotation off.",
-		func(c *config) *time.Duration { return &c.RotationPeriod }).
+	boolField("allow_loopback_http", "Allow plain http URLs to a loopback address, for local test servers.",
+		func(c *config) *bool { return &c.AllowLoopbackHTTP }),
+	durationField("rotation_period", "Rotate the client secret this often (at least 1m); 0 turns it off. Excludes rotation_schedule.",
+		func(c *config) *time.Duration { return &c.RotationPeriod }),
+	textField("rotation_schedule", "Rotate the client secret on this standard 5-field cron schedule, in UTC (\"0 3 * * 1\": Mondays at 03:00); empty turns it off. Excludes rotation_period.",
+		func(c *config) *string { return &c.RotationSchedule }),
+	durationField("rotation_window", "With rotation_schedule: rotate only within this long (at least 1h) after the scheduled time, else wait for the next one; 0 for no limit.",
+		func(c *config) *time.Duration { return &c.RotationWindow }),
+	boolField("disable_automated_rotation", "Keep rotation_period or rotation_schedule stored but do not rotate automatically.",
+		func(c *config) *bool { return &c.DisableAutomatedRotation }),
+	durationField("previous_secret_grace", "Keep a replaced client secret live this long (at most 30 days) before deleting it; 0 deletes it at once.",
+		func(c *config) *time.Duration { return &c.PreviousSecretGrace }).
 		checkedBy(func(c *config) error {
-			if c.RotationPeriod == 0 {
-				return nil
-			}
-			if c.RotationPeriod < minRotationPeriod {
-				return userErrorf("rotation_period must be 0 (off) or at least %s", minRotationPeriod)
-			}
-			if err := canRotate(c); err != nil {
-				return userErrorf("rotation_period cannot be set: %v", err)
+			if c.PreviousSecretGrace < 0 || c.PreviousSecretGrace > maxPreviousSecretGrace {
+				return userErrorf("previous_secret_grace must be between 0 and %s", maxPreviousSecretGrace)
 			}
 			return nil
 		}),
@@ -177,6 +174,17 @@ func urlField(name, description string, at func(*config) *string) configField {
 		}
 		return validateEndpointURL(name, *at(c), c.AllowLoopbackHTTP)
 	})
+}
+
+// boolField is true or false.
+func boolField(name, description string, at func(*config) *bool) configField {
+	return configField{
+		name:        name,
+		description: description,
+		fieldType:   framework.TypeBool,
+		set:         func(c *config, v any) { *at(c) = v.(bool) },
+		read:        func(c *config) any { return *at(c) },
+	}
 }
 
 // durationField is written in seconds or as a Go duration, and read as

@@ -48,7 +48,7 @@ func (b *backend) pathRotateRootUpdate(ctx context.Context, req *logical.Request
 	if !b.WriteSafeReplicationState() {
 		return nil, logical.ErrReadOnly
 	}
-	res, err := b.rotateRoot(ctx, req.Storage, req.MountPoint, "manual")
+	res, err := b.rotateRoot(ctx, req.Storage, req.MountPoint, triggerManual)
 	if err != nil {
 		return errorResponse(err)
 	}

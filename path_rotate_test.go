@@ -137,7 +137,12 @@ func TestRotateRoot_FailureBeforeStoreChangesNothing(t *testing.T) {
 				require.NotContains(t, err.Error(), s)
 			}
 
-			require.Equal(t, before, e.storedConfig(t), "the stored config is exactly as it was")
+			after := e.storedConfig(t)
+			require.Equal(t, before, withoutRotationStatus(after), "the stored config is exactly as it was, but for the rotation status")
+			if _, storageDown := e.storage.(*failingStorage); !storageDown {
+				require.Equal(t, 1, after.Rotation.ConsecutiveFailures)
+				require.Contains(t, after.Rotation.LastError, tc.mentions)
+			}
 			require.Equal(t, beforeIDs, secretIDs(e.fake), "what the rotation created upstream is deleted")
 			require.True(t, e.fake.SecretWorks(before.ClientSecret))
 			require.Empty(t, e.wals(t), "a cleanup that worked drops the WAL")
@@ -146,7 +151,7 @@ func TestRotateRoot_FailureBeforeStoreChangesNothing(t *testing.T) {
 	}
 }
 
-func TestRotateRoot_FailedDeleteKeepsNewSecretAndRetriesByRollback(t *testing.T) {
+func TestRotateRoot_FailedDeleteKeepsNewSecretAndRetriesFromThePeriodicFunction(t *testing.T) {
 	e := newTestEnv(t, fakeupstream.Options{})
 	e.configure(t, nil)
 	old := e.fake.Credentials()
@@ -163,6 +168,9 @@ func TestRotateRoot_FailedDeleteKeepsNewSecretAndRetriesByRollback(t *testing.T)
 	require.Equal(t, resp.Data["client_secret_id"], stored.ClientSecretID)
 	require.True(t, e.fake.SecretWorks(stored.ClientSecret), "the new secret is kept and works")
 	require.True(t, e.fake.SecretWorks(old.ClientSecret), "the old one is still live upstream")
+	require.Len(t, stored.PendingDeletions, 1, "the config names the secret still to delete")
+	require.Equal(t, old.ClientSecretID, stored.PendingDeletions[0].ID)
+	require.Empty(t, e.wals(t), "nothing is left for the WAL rollback")
 
 	list, err := e.do(t, logical.ListOperation, "client-secrets/", nil)
 	require.NoError(t, err)
@@ -170,16 +178,12 @@ func TestRotateRoot_FailedDeleteKeepsNewSecretAndRetriesByRollback(t *testing.T)
 	require.Equal(t, true, info[stored.ClientSecretID].(map[string]any)["current"])
 	require.Equal(t, true, info[old.ClientSecretID].(map[string]any)["previous"])
 
-	// The WAL stays for the rollback, which deletes the old secret once it
-	// is old enough and never touches the new one.
-	require.Len(t, e.wals(t), 1)
-	e.rollback(t)
-	require.True(t, e.fake.SecretWorks(old.ClientSecret), "too young to roll back")
-	e.ageWALs(t)
+	// The periodic function (which Vault runs with the rollback, about once
+	// a minute) deletes it and never touches the new one.
 	e.rollback(t)
 	require.False(t, e.fake.SecretWorks(old.ClientSecret))
 	require.True(t, e.fake.SecretWorks(stored.ClientSecret))
-	require.Empty(t, e.wals(t))
+	require.Empty(t, e.storedConfig(t).PendingDeletions)
 }
 
 func TestRotateRoot_ConcurrentCallsRunOneAtATime(t *testing.T) {

@@ -5,87 +5,146 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/hashicorp/vault/sdk/rotation"
 )
 
 const (
 	// minRotationPeriod is the shortest rotation_period: Vault calls the
 	// periodic function about once a minute, so nothing finer can be kept.
 	minRotationPeriod = time.Minute
+	// minRotationWindow is the shortest rotation_window, as Vault
+	// Enterprise's rotation manager has it.
+	minRotationWindow = time.Hour
 	// maxScheduleBackoff caps the wait between retries of a failed
 	// scheduled rotation.
 	maxScheduleBackoff = time.Hour
+	// maxPreviousSecretGrace bounds previous_secret_grace.
+	maxPreviousSecretGrace = 30 * 24 * time.Hour
 	// walRollbackMinAge is how old a rotation's WAL entry must be before
 	// Vault's rollback acts on it; a rotation in flight is far younger.
 	walRollbackMinAge = 10 * time.Minute
 )
 
-// scheduleSlack is how early a scheduled rotation may run. Vault's ticks
-// come about a minute apart with no fixed phase: without slack, a tick a
-// few milliseconds before next_rotation would put the rotation off by a
-// whole tick, and a 1m period would rotate every 2 minutes.
+// validateSchedule checks the automated rotation fields together, with
+// the meaning Vault Enterprise's rotation manager gives them.
+func (c *config) validateSchedule() error {
+	if c.RotationPeriod != 0 && c.RotationSchedule != "" {
+		return userErrorf("rotation_period and rotation_schedule exclude each other; write rotation_period=0 or rotation_schedule=\"\" with the other")
+	}
+	if c.RotationPeriod < 0 || (c.RotationPeriod > 0 && c.RotationPeriod < minRotationPeriod) {
+		return userErrorf("rotation_period must be 0 (off) or at least %s", minRotationPeriod)
+	}
+	if c.RotationSchedule != "" {
+		if _, err := rotation.DefaultScheduler.Parse(c.RotationSchedule); err != nil {
+			return userErrorf("rotation_schedule %q is not a standard 5-field cron expression (minute hour day-of-month month day-of-week, in UTC): %v", c.RotationSchedule, err)
+		}
+	}
+	if c.RotationWindow != 0 {
+		if c.RotationSchedule == "" {
+			return userErrorf("rotation_window applies only with rotation_schedule; write rotation_window=0 or set rotation_schedule")
+		}
+		if c.RotationWindow < minRotationWindow {
+			return userErrorf("rotation_window must be 0 (no limit) or at least %s", minRotationWindow)
+		}
+	}
+	if c.RotationPeriod != 0 || c.RotationSchedule != "" {
+		if err := canRotate(c); err != nil {
+			return userErrorf("automated rotation cannot be set: %v", err)
+		}
+	}
+	return nil
+}
+
+// scheduleSlack is how early a rotation_period rotation may run. Vault's
+// ticks come about a minute apart with no fixed phase: without slack, a
+// tick a few milliseconds before next_rotation would put the rotation off
+// by a whole tick, and a 1m period would rotate every 2 minutes. A cron
+// schedule gets none: its times are slots, and running before a slot would
+// let the next tick run the same slot again.
 func scheduleSlack(period time.Duration) time.Duration {
 	return min(period/10, 30*time.Second)
 }
 
-// dueForRotation says whether a scheduled rotation should run at now.
-func (c *config) dueForRotation(now time.Time) bool {
-	return c.RotationPeriod > 0 && !now.Add(scheduleSlack(c.RotationPeriod)).Before(c.nextRotation())
+// scheduleBase is what the next automated rotation is counted from.
+func (c *config) scheduleBase() time.Time {
+	if c.LastRotated.After(c.ScheduleStart) {
+		return c.LastRotated
+	}
+	return c.ScheduleStart
 }
 
-// nextRotation is when a scheduled rotation is due; zero when none is set.
+// nextRotation is when an automated rotation is next due; zero when none
+// is set or it is disabled.
 func (c *config) nextRotation() time.Time {
-	if c.RotationPeriod <= 0 {
+	switch {
+	case c.DisableAutomatedRotation:
 		return time.Time{}
+	case c.RotationPeriod > 0:
+		return c.scheduleBase().Add(c.RotationPeriod)
+	case c.RotationSchedule != "":
+		sched, err := rotation.DefaultScheduler.Parse(c.RotationSchedule)
+		if err != nil {
+			return time.Time{}
+		}
+		return sched.Next(c.scheduleBase())
 	}
-	base := c.ScheduleStart
-	if c.LastRotated.After(base) {
-		base = c.LastRotated
-	}
-	return base.Add(c.RotationPeriod)
+	return time.Time{}
 }
 
-// periodic runs on the active node about once a minute and rotates the
-// root secret when it is due. A failure is logged and retried with a
-// growing delay; it never leaves the mount without a working secret,
-// because a rotation only replaces the stored secret once the new one is
-// proven.
+// dueForRotation says whether an automated rotation should run at now.
+func (c *config) dueForRotation(now time.Time) bool {
+	switch {
+	case c.DisableAutomatedRotation:
+		return false
+	case c.RotationPeriod > 0:
+		return !now.Add(scheduleSlack(c.RotationPeriod)).Before(c.nextRotation())
+	case c.RotationSchedule != "":
+		sched, err := rotation.DefaultScheduler.Parse(c.RotationSchedule)
+		if err != nil {
+			return false
+		}
+		from := c.scheduleBase()
+		if c.RotationWindow > 0 && from.Before(now.Add(-c.RotationWindow)) {
+			// Only a scheduled time within the window counts: a missed one
+			// waits for the next.
+			from = now.Add(-c.RotationWindow)
+		}
+		return !sched.Next(from).After(now)
+	}
+	return false
+}
+
+// periodic runs on the active node about once a minute: it deletes the
+// replaced secrets whose grace has passed, and rotates the root secret
+// when its schedule says so. Nothing here runs where storage cannot be
+// written (a performance standby or secondary): their config may lag.
 func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	if !b.WriteSafeReplicationState() {
 		return nil
 	}
 	stored, err := getConfig(ctx, req.Storage)
-	if err != nil || stored == nil || stored.RotationPeriod <= 0 {
+	if err != nil || stored == nil {
 		return err
 	}
 	now := b.now()
-	if !stored.dueForRotation(now) {
+	if stored.hasDueDeletions(now) {
+		b.deletePending(ctx, req.Storage, req.MountPoint)
+	}
+	if !stored.dueForRotation(now) || now.Before(stored.Rotation.NextRetry) {
 		return nil
 	}
-	b.schedMu.Lock()
-	retryAt := b.schedRetryAt
-	b.schedMu.Unlock()
-	if now.Before(retryAt) {
-		return nil
+	due := func(c *config) bool {
+		now := b.now()
+		return c.dueForRotation(now) && !now.Before(c.Rotation.NextRetry)
 	}
-
-	due := func(c *config) bool { return c.dueForRotation(b.now()) }
-	if _, err := b.rotateRootIf(ctx, req.Storage, req.MountPoint, "schedule", due); err != nil {
-		b.schedMu.Lock()
-		b.schedFailures++
-		delay := min(time.Minute<<min(b.schedFailures-1, 10), maxScheduleBackoff)
-		b.schedRetryAt = now.Add(delay)
-		failures := b.schedFailures
-		b.schedMu.Unlock()
-		b.Logger().Error("scheduled rotation failed; the current client secret stays in use",
-			"mount", req.MountPoint, "failures", failures, "retry_in", delay.String(), "error", err)
-	}
+	// A failure is recorded in the config (with the next retry) and
+	// logged by the rotation; the current secret stays in use.
+	_, _ = b.rotateRootIf(ctx, req.Storage, req.MountPoint, triggerSchedule, due)
 	return nil
 }
 
-// rotationSucceeded clears the scheduled rotation's retry state.
-func (b *backend) rotationSucceeded() {
-	b.schedMu.Lock()
-	defer b.schedMu.Unlock()
-	b.schedFailures = 0
-	b.schedRetryAt = time.Time{}
+// scheduleBackoff is the wait before retrying a scheduled rotation that
+// failed this many times in a row: 1m, 2m, 4m, ... up to an hour.
+func scheduleBackoff(failures int) time.Duration {
+	return min(time.Minute<<min(max(failures-1, 0), 10), maxScheduleBackoff)
 }

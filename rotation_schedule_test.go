@@ -55,7 +55,7 @@ func TestScheduledRotation_RetriesWithBackoffAndKeepsAWorkingSecret(t *testing.T
 	e.rollback(t) // fails; next try in 1m
 	require.Equal(t, 1, e.fake.Hits(fakeupstream.EndpointCreateSecret))
 	require.True(t, e.fake.SecretWorks(old.ClientSecret))
-	require.Contains(t, e.logs.String(), "scheduled rotation failed")
+	require.Contains(t, e.logs.String(), "rotation failed; the current client secret stays in use: mount=mapsindoors/ trigger=schedule consecutive_failures=1")
 
 	clock.Add(30 * time.Second)
 	e.rollback(t)

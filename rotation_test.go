@@ -165,8 +165,9 @@ func TestRollback_NoUpstreamCallWhereStorageIsNotWriteSafe(t *testing.T) {
 	secondary.now = func() time.Time { return time.Now().Add(time.Hour) }
 	before := e.fake.Hits(fakeupstream.EndpointToken) + e.fake.Hits(fakeupstream.EndpointListSecrets) +
 		e.fake.Hits(fakeupstream.EndpointDeleteSecret) + e.fake.Hits(fakeupstream.EndpointCreateSecret)
+	// What a secondary replicates from the primary it cannot write.
 	_, err := secondary.HandleRequest(context.Background(), &logical.Request{
-		Operation: logical.RollbackOperation, Storage: e.storage, MountPoint: "mapsindoors/", Data: map[string]any{},
+		Operation: logical.RollbackOperation, Storage: &readOnlyStorage{Storage: e.storage}, MountPoint: "mapsindoors/", Data: map[string]any{},
 	})
 	require.NoError(t, err)
 	after := e.fake.Hits(fakeupstream.EndpointToken) + e.fake.Hits(fakeupstream.EndpointListSecrets) +

@@ -250,3 +250,11 @@ func (e *testEnv) writeConfig(t *testing.T, data map[string]any) {
 	require.NoError(t, err)
 	require.False(t, resp != nil && resp.IsError(), "config write: %v", resp)
 }
+
+// withoutRotationStatus is the config as it was before a rotation failed
+// and recorded its failure.
+func withoutRotationStatus(c *config) *config {
+	cp := c.clone()
+	cp.Rotation = rotationStatus{}
+	return cp
+}
