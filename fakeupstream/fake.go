@@ -34,10 +34,6 @@ const (
 	EndpointListSecrets  Endpoint = "GET /api/clientcredentials"
 	EndpointCreateSecret Endpoint = "POST /api/clientcredentials"
 	EndpointDeleteSecret Endpoint = "DELETE /api/clientcredentials"
-	// EndpointIntrospect is the fake's own RFC 7662 introspection endpoint,
-	// so a test or the demo can ask whether a token is live. MapsIndoors
-	// documents none.
-	EndpointIntrospect Endpoint = "POST /fake/introspect"
 
 	// EndpointMetapackToken is Metapack's token endpoint: client
 	// credentials with the API key as raw HTTP Basic.
@@ -119,8 +115,6 @@ type clientSecret struct {
 }
 
 type issuedToken struct {
-	clientID  string
-	scope     string
 	expiresAt time.Time
 	// refreshToken is the CameraManager refresh token this token came with.
 	refreshToken string
@@ -134,10 +128,10 @@ type Server struct {
 	listener      net.Listener
 	http          *http.Server
 	baseURL       string
+	tokenLifetime time.Duration
 
 	// mu guards everything below.
 	mu            sync.Mutex
-	tokenLifetime time.Duration
 	secrets       []*clientSecret
 	everSecrets   []string
 	tokens        map[string]issuedToken
@@ -209,7 +203,6 @@ func Start(opts Options) (*Server, error) {
 	mux.HandleFunc("/connect/token", s.route(s.handleToken, EndpointToken))
 	mux.HandleFunc("/api/clientcredentials", s.route(s.handleClientCredentials,
 		EndpointListSecrets, EndpointCreateSecret, EndpointDeleteSecret))
-	mux.HandleFunc("/fake/introspect", s.route(s.handleIntrospect, EndpointIntrospect))
 	mux.HandleFunc("/oauth", s.route(s.handleMetapackToken, EndpointMetapackToken))
 	mux.HandleFunc("/oauth/token", s.route(s.handleCameraManagerToken, EndpointCameraManagerToken))
 	mux.HandleFunc("/rest/v2.0/users/self/tokens/current", s.route(s.handleCameraManagerLogout, EndpointCameraManagerLogout))
@@ -250,21 +243,11 @@ func (s *Server) CameraManagerLogoutURL() string {
 	return s.baseURL + "/rest/v2.0/users/self/tokens/current"
 }
 
-// IntrospectURL is the fake's own token introspection endpoint.
-func (s *Server) IntrospectURL() string { return s.baseURL + "/fake/introspect" }
-
 // CACertPEM is the CA that signed the server's certificate.
 func (s *Server) CACertPEM() string { return string(s.caPEM) }
 
 // Credentials are the ones the fake was started with (the initial secret).
 func (s *Server) Credentials() Credentials { return s.creds }
-
-// SetTokenLifetime changes the expires_in of tokens issued from now on.
-func (s *Server) SetTokenLifetime(d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.tokenLifetime = d
-}
 
 // InjectFault adds a fault on one endpoint; faults apply in the order added.
 func (s *Server) InjectFault(ep Endpoint, f Fault) {
@@ -570,7 +553,7 @@ func (s *Server) handleToken(_ Endpoint, w http.ResponseWriter, r *http.Request)
 		writeOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", "")
 		return
 	}
-	token, expiresIn := s.issueLocked(clientID, scope, "")
+	token, expiresIn := s.issueLocked("")
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, map[string]any{
 		"access_token": token,
@@ -671,24 +654,9 @@ func (s *Server) bearerOK(r *http.Request) bool {
 	return ok && s.TokenLive(token)
 }
 
-// handleIntrospect answers RFC 7662 style: {"active": bool, ...}.
-func (s *Server) handleIntrospect(_ Endpoint, w http.ResponseWriter, r *http.Request) {
-	token := r.PostFormValue("token")
-	s.mu.Lock()
-	t, ok := s.liveTokenLocked(token)
-	s.mu.Unlock()
-	if !ok {
-		writeJSON(w, http.StatusOK, map[string]any{"active": false})
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"active": true, "client_id": t.clientID, "scope": t.scope, "exp": t.expiresAt.Unix(),
-	})
-}
-
-func (s *Server) issueLocked(clientID, scope, refreshToken string) (string, int) {
+func (s *Server) issueLocked(refreshToken string) (string, int) {
 	token := randomString("", 32)
-	s.tokens[token] = issuedToken{clientID: clientID, scope: scope, expiresAt: time.Now().Add(s.tokenLifetime), refreshToken: refreshToken}
+	s.tokens[token] = issuedToken{expiresAt: time.Now().Add(s.tokenLifetime), refreshToken: refreshToken}
 	return token, int(s.tokenLifetime / time.Second)
 }
 
@@ -713,7 +681,7 @@ func (s *Server) handleMetapackToken(_ Endpoint, w http.ResponseWriter, r *http.
 	defer s.mu.Unlock()
 	s.recordLocked(EndpointMetapackToken, r.PostForm)
 	// A JWT-shaped token and a scope with a trailing space, as on the page.
-	token, expiresIn := s.issueLocked(id, "can-create-locations can-delete-own-locations", "")
+	token, expiresIn := s.issueLocked("")
 	jwt := "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9." + token
 	s.tokens[jwt] = s.tokens[token]
 	delete(s.tokens, token)
@@ -766,7 +734,7 @@ func (s *Server) handleCameraManagerToken(_ Endpoint, w http.ResponseWriter, r *
 		writeOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", "")
 		return
 	}
-	token, expiresIn := s.issueLocked(id, scope, refresh)
+	token, expiresIn := s.issueLocked(refresh)
 	writeJSON(w, http.StatusOK, map[string]any{
 		"access_token":  token,
 		"token_type":    "bearer",

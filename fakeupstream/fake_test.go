@@ -164,8 +164,11 @@ func TestFaults_AfterTimesAndExpiry(t *testing.T) {
 	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {cr.ClientID}, "client_secret": {cr.ClientSecret}}
 	fake.InjectFault(fakeupstream.EndpointToken, fakeupstream.Fault{After: 1, Times: 2, Status: 503, Code: "temporarily_unavailable"})
 
+	issuing := time.Now()
 	status, tok := post(t, c, fake.TokenURL(), form, "", "")
+	issued := time.Now()
 	require.Equal(t, 200, status)
+	require.Equal(t, float64(1), tok["expires_in"])
 	for range 2 {
 		status, body := post(t, c, fake.TokenURL(), form, "", "")
 		require.Equal(t, 503, status)
@@ -175,10 +178,14 @@ func TestFaults_AfterTimesAndExpiry(t *testing.T) {
 	require.Equal(t, 200, status)
 
 	token := tok["access_token"].(string)
+	expiry, known := fake.TokenExpiry(token)
+	require.True(t, known)
+	require.False(t, expiry.Before(issuing.Add(time.Second)) || expiry.After(issued.Add(time.Second)),
+		"the token expires one lifetime after it was issued")
 	require.Eventually(t, func() bool { return !fake.TokenLive(token) }, 3*time.Second, 50*time.Millisecond)
-	status, body := post(t, c, fake.IntrospectURL(), url.Values{"token": {token}}, "", "")
-	require.Equal(t, 200, status)
-	require.Equal(t, false, body["active"])
+	require.False(t, time.Now().Before(expiry), "the token died at its expiry, not before")
+	_, known = fake.TokenExpiry(token)
+	require.True(t, known, "an expired token is still one the fake issued")
 }
 
 func TestMetapack_RawBasicOnly(t *testing.T) {

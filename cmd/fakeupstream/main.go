@@ -49,14 +49,13 @@ func writeFiles(srv *fakeupstream.Server, dir string) error {
 	env := fmt.Sprintf(`FAKE_URL=%q
 FAKE_TOKEN_URL=%q
 FAKE_ROTATION_URL=%q
-FAKE_INTROSPECT_URL=%q
 FAKE_CLIENT_ID=%q
 FAKE_CLIENT_SECRET=%q
 FAKE_CLIENT_SECRET_ID=%q
 FAKE_CUSTOMER_ID=%q
 FAKE_USERNAME=%q
 FAKE_PASSWORD=%q
-`, srv.URL(), srv.TokenURL(), srv.RotationURL(), srv.IntrospectURL(),
+`, srv.URL(), srv.TokenURL(), srv.RotationURL(),
 		c.ClientID, c.ClientSecret, c.ClientSecretID, c.CustomerID, c.Username, c.Password)
 	return os.WriteFile(filepath.Join(dir, "fake.env"), []byte(env), 0o600)
 }
