@@ -124,7 +124,6 @@ type Server struct {
 	creds         Credentials
 	allowedScopes map[string]bool
 	caPEM         []byte
-	listener      net.Listener
 	http          *http.Server
 	baseURL       string
 	tokenLifetime time.Duration
@@ -173,7 +172,6 @@ func Start(opts Options) (*Server, error) {
 			CameraManagerKeySecret: orRandom(opts.CameraManagerKeySecret, randomString("", 20)+"+$", 8),
 		},
 		caPEM:         caPEM,
-		listener:      ln,
 		tokenLifetime: opts.TokenLifetime,
 		tokens:        map[string]issuedToken{},
 		refreshTokens: map[string]bool{},
