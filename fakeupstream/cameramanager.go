@@ -21,6 +21,9 @@ var cameraManager = vendor{
 		{(*Server).handleCameraManagerToken, []Endpoint{EndpointCameraManagerToken}},
 		{(*Server).handleCameraManagerLogout, []Endpoint{EndpointCameraManagerLogout}},
 	},
+	pluginConfigs: map[string]func(*Server) map[string]any{
+		"cameramanager": (*Server).cameraManagerPluginConfig,
+	},
 }
 
 // CameraManagerTokenURL is CameraManager's token endpoint.
@@ -28,6 +31,21 @@ func (s *Server) CameraManagerTokenURL() string { return s.endpointURL(EndpointC
 
 // CameraManagerLogoutURL is CameraManager's logout endpoint.
 func (s *Server) CameraManagerLogoutURL() string { return s.endpointURL(EndpointCameraManagerLogout) }
+
+// cameraManagerPluginConfig gives the API key as the client credentials
+// and the user for the password grant.
+func (s *Server) cameraManagerPluginConfig() map[string]any {
+	return map[string]any{
+		"provider":       "cameramanager",
+		"token_url":      s.CameraManagerTokenURL(),
+		"revocation_url": s.CameraManagerLogoutURL(),
+		"ca_cert":        s.CACertPEM(),
+		"client_id":      s.creds.CameraManagerKeyID,
+		"client_secret":  s.creds.CameraManagerKeySecret,
+		"username":       s.creds.Username,
+		"password":       s.creds.Password,
+	}
+}
 
 // RefreshTokenLive reports whether a CameraManager refresh token works.
 func (s *Server) RefreshTokenLive(rt string) bool {

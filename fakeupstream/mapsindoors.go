@@ -25,6 +25,12 @@ var mapsIndoors = vendor{
 		{(*Server).handleMapsIndoorsToken, []Endpoint{EndpointToken}},
 		{(*Server).handleClientCredentials, []Endpoint{EndpointListSecrets, EndpointCreateSecret, EndpointDeleteSecret}},
 	},
+	pluginConfigs: map[string]func(*Server) map[string]any{
+		"mapsindoors": (*Server).mapsIndoorsPluginConfig,
+		// The plugin's generic RFC 6749 provider, served by the MapsIndoors
+		// token endpoint, which takes any standard client authentication.
+		"oauth2": (*Server).oauth2PluginConfig,
+	},
 }
 
 type clientSecret struct {
@@ -39,6 +45,33 @@ func (s *Server) TokenURL() string { return s.endpointURL(EndpointToken) }
 
 // RotationURL is the clientcredentials API.
 func (s *Server) RotationURL() string { return s.endpointURL(EndpointListSecrets) }
+
+func (s *Server) mapsIndoorsPluginConfig() map[string]any {
+	return map[string]any{
+		"provider":         "mapsindoors",
+		"client_id":        s.creds.ClientID,
+		"client_secret":    s.creds.ClientSecret,
+		"client_secret_id": s.creds.ClientSecretID,
+		"customer_id":      s.creds.CustomerID,
+		"token_url":        s.TokenURL(),
+		"rotation_url":     s.RotationURL(),
+		"ca_cert":          s.CACertPEM(),
+	}
+}
+
+// oauth2PluginConfig names token_auth_method rather than leaving it to the
+// provider's default, so a test that checks how the secret was sent does
+// not depend on that default.
+func (s *Server) oauth2PluginConfig() map[string]any {
+	return map[string]any{
+		"provider":          "oauth2",
+		"client_id":         s.creds.ClientID,
+		"client_secret":     s.creds.ClientSecret,
+		"token_url":         s.TokenURL(),
+		"token_auth_method": "client_secret_basic",
+		"ca_cert":           s.CACertPEM(),
+	}
+}
 
 // SecretInfo is a client secret as the GET of the clientcredentials API
 // shows it.

@@ -113,11 +113,3 @@ func TestClientCredentialsAPI_BearerCustomerAndLifecycle(t *testing.T) {
 	require.Equal(t, 404, status)
 	require.Equal(t, []string{"PUT /api/clientcredentials"}, fake.Unexpected())
 }
-
-func keys(m map[string]any) []string {
-	out := []string{}
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
-}

@@ -10,10 +10,24 @@ var metapack = vendor{
 	routes: []route{
 		{(*Server).handleMetapackToken, []Endpoint{EndpointMetapackToken}},
 	},
+	pluginConfigs: map[string]func(*Server) map[string]any{
+		"metapack": (*Server).metapackPluginConfig,
+	},
 }
 
 // MetapackTokenURL is Metapack's token endpoint.
 func (s *Server) MetapackTokenURL() string { return s.endpointURL(EndpointMetapackToken) }
+
+// metapackPluginConfig hands over the API key the way Metapack does: as
+// the text of an apiKey.properties file.
+func (s *Server) metapackPluginConfig() map[string]any {
+	return map[string]any{
+		"provider":           "metapack",
+		"token_url":          s.MetapackTokenURL(),
+		"ca_cert":            s.CACertPEM(),
+		"api_key_properties": "apiKey.id = " + s.creds.MetapackKeyID + "\napiKey.secret = " + s.creds.MetapackKeySecret + "\n",
+	}
+}
 
 // handleMetapackToken is Metapack's POST /oauth: grant_type
 // client_credentials in the form, the API key as raw HTTP Basic.

@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -39,10 +40,13 @@ func (ep Endpoint) path() string {
 }
 
 // A vendor is one upstream the fake stands in for. Its file holds its
-// endpoints, handlers and URL accessors, so adding a vendor takes that file
-// and one line in vendors.
+// endpoints, handlers, URL accessors and plugin configs, so adding a vendor
+// takes that file and one line in vendors.
 type vendor struct {
 	routes []route
+	// pluginConfigs are, by plugin provider name, the configs that point
+	// a mount at this vendor's endpoints on a running fake.
+	pluginConfigs map[string]func(*Server) map[string]any
 }
 
 // A route is the endpoints of one path, told apart by method, and the
@@ -236,6 +240,34 @@ func (s *Server) CACertPEM() string { return string(s.caPEM) }
 
 // Credentials are the ones the fake was started with (the initial secret).
 func (s *Server) Credentials() Credentials { return s.creds }
+
+// Providers are the plugin providers PluginConfig knows, sorted.
+func Providers() []string {
+	var names []string
+	for _, v := range vendors {
+		for name := range v.pluginConfigs {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// PluginConfig is the body of a config write that points a plugin mount,
+// configured as provider, at this fake: its URLs, its CA as ca_cert and the
+// credentials it started with (after a rotation the client secret in it may
+// no longer work). Each call returns a new map, so a test can add to it.
+// It panics on a provider the fake does not serve, as a test helper would
+// fail the test.
+func (s *Server) PluginConfig(provider string) map[string]any {
+	for _, v := range vendors {
+		if config, ok := v.pluginConfigs[provider]; ok {
+			return config(s)
+		}
+	}
+	panic(fmt.Sprintf("fakeupstream: no plugin config for provider %q; the fake serves %s",
+		provider, strings.Join(Providers(), ", ")))
+}
 
 // InjectFault adds a fault on one endpoint; faults apply in the order added.
 func (s *Server) InjectFault(ep Endpoint, f Fault) {

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -76,4 +77,115 @@ func TestFaults_AfterTimesAndExpiry(t *testing.T) {
 	require.False(t, time.Now().Before(expiry), "the token died at its expiry, not before")
 	_, known = fake.TokenExpiry(token)
 	require.True(t, known, "an expired token is still one the fake issued")
+}
+
+func keys(m map[string]any) []string {
+	out := []string{}
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// TestPluginConfig_EachProviderGetsATokenFromThisFake logs in with nothing
+// but each provider's config, the way the plugin authenticates as that
+// provider, so a config that names a wrong field, URL or credential fails.
+func TestPluginConfig_EachProviderGetsATokenFromThisFake(t *testing.T) {
+	fake := start(t, fakeupstream.Options{})
+	c := client(t, fake)
+	str := func(cfg map[string]any, key string) string {
+		t.Helper()
+		v, ok := cfg[key].(string)
+		require.True(t, ok, "%s is not a string", key)
+		return v
+	}
+	cases := []struct {
+		provider string
+		tokenURL string
+		fields   []string
+		login    func(cfg map[string]any) int
+	}{
+		{
+			provider: "mapsindoors",
+			tokenURL: fake.TokenURL(),
+			fields:   []string{"provider", "client_id", "client_secret", "client_secret_id", "customer_id", "token_url", "rotation_url", "ca_cert"},
+			login: func(cfg map[string]any) int { // client_secret_post
+				form := url.Values{"grant_type": {"client_credentials"}, "client_id": {str(cfg, "client_id")}, "client_secret": {str(cfg, "client_secret")}}
+				status, _ := post(t, c, str(cfg, "token_url"), form, "", "")
+				return status
+			},
+		},
+		{
+			provider: "oauth2",
+			tokenURL: fake.TokenURL(),
+			fields:   []string{"provider", "client_id", "client_secret", "token_url", "token_auth_method", "ca_cert"},
+			login: func(cfg map[string]any) int { // client_secret_basic, form-encoded as RFC 6749 says
+				require.Equal(t, "client_secret_basic", cfg["token_auth_method"])
+				status, _ := post(t, c, str(cfg, "token_url"), url.Values{"grant_type": {"client_credentials"}},
+					url.QueryEscape(str(cfg, "client_id")), url.QueryEscape(str(cfg, "client_secret")))
+				return status
+			},
+		},
+		{
+			provider: "metapack",
+			tokenURL: fake.MetapackTokenURL(),
+			fields:   []string{"provider", "token_url", "ca_cert", "api_key_properties"},
+			login: func(cfg map[string]any) int { // the properties file's key as raw Basic
+				key := map[string]string{}
+				for _, line := range strings.Split(strings.TrimSpace(str(cfg, "api_key_properties")), "\n") {
+					name, value, ok := strings.Cut(line, " = ")
+					require.True(t, ok, `a properties line without " = "`)
+					key[name] = value
+				}
+				require.Len(t, key, 2)
+				status, _ := post(t, c, str(cfg, "token_url"), url.Values{"grant_type": {"client_credentials"}}, key["apiKey.id"], key["apiKey.secret"])
+				return status
+			},
+		},
+		{
+			provider: "cameramanager",
+			tokenURL: fake.CameraManagerTokenURL(),
+			fields:   []string{"provider", "token_url", "revocation_url", "ca_cert", "client_id", "client_secret", "username", "password"},
+			login: func(cfg map[string]any) int { // the password grant, the API key as raw Basic
+				form := url.Values{"grant_type": {"password"}, "scope": {"write"}, "username": {str(cfg, "username")}, "password": {str(cfg, "password")}}
+				status, _ := post(t, c, str(cfg, "token_url"), form, str(cfg, "client_id"), str(cfg, "client_secret"))
+				return status
+			},
+		},
+	}
+	var tested []string
+	for _, tc := range cases {
+		tested = append(tested, tc.provider)
+		t.Run(tc.provider, func(t *testing.T) {
+			cfg := fake.PluginConfig(tc.provider)
+			require.ElementsMatch(t, tc.fields, keys(cfg))
+			require.Equal(t, tc.provider, cfg["provider"])
+			require.Equal(t, tc.tokenURL, cfg["token_url"])
+			require.Equal(t, fake.CACertPEM(), cfg["ca_cert"])
+			for k, v := range cfg {
+				if strings.HasSuffix(k, "_url") {
+					require.True(t, strings.HasPrefix(v.(string), fake.URL()+"/"), "%s points elsewhere", k)
+				}
+			}
+			require.Equal(t, http.StatusOK, tc.login(cfg))
+
+			cfg["provider"] = "changed"
+			require.Equal(t, tc.provider, fake.PluginConfig(tc.provider)["provider"], "each call makes a new map")
+		})
+	}
+	require.ElementsMatch(t, fakeupstream.Providers(), tested, "every provider the fake serves has a case")
+	require.Empty(t, fake.Unexpected())
+}
+
+func TestPluginConfig_UnknownProviderPanicsNamingTheKnownOnes(t *testing.T) {
+	fake := start(t, fakeupstream.Options{})
+	defer func() {
+		msg := fmt.Sprint(recover())
+		require.Contains(t, msg, `"azure"`)
+		for _, p := range fakeupstream.Providers() {
+			require.Contains(t, msg, p)
+		}
+	}()
+	fake.PluginConfig("azure")
+	t.Fatal("PluginConfig returned for a provider the fake does not serve")
 }
