@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -409,23 +410,12 @@ func (v *vaultServer) enable(mount string, p pluginBuild) {
 	v.mustCLI("secrets", "enable", "-path="+mount, "-plugin-version="+p.Version, pluginName)
 }
 
-// configure writes the mount's config against the fake through a file, so
-// the secret is never on a command line.
+// configure writes the mount's MapsIndoors config against the fake, with
+// extra on top, through a file, so the secret is never on a command line.
 func (v *vaultServer) configure(mount string, fake *fakeupstream.Server, extra map[string]any) {
 	v.t.Helper()
-	c := fake.Credentials()
-	data := map[string]any{
-		"client_id":        c.ClientID,
-		"client_secret":    c.ClientSecret,
-		"client_secret_id": c.ClientSecretID,
-		"customer_id":      c.CustomerID,
-		"token_url":        fake.TokenURL(),
-		"rotation_url":     fake.RotationURL(),
-		"ca_cert":          fake.CACertPEM(),
-	}
-	for k, val := range extra {
-		data[k] = val
-	}
+	data := fake.PluginConfig("mapsindoors")
+	maps.Copy(data, extra)
 	v.writeFile(mount+"/config", data)
 }
 
