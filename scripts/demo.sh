@@ -16,6 +16,11 @@ set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
+# The plugin's version has one source, the Makefile's VERSION: `make demo`
+# exports it; run directly, the demo reads its default the way `make build`
+# below falls back to it.
+version="${VERSION:-$(sed -nE 's/^VERSION[[:space:]]*\?=[[:space:]]*([^[:space:]]+).*/\1/p' Makefile)}"
+[[ -n "$version" ]] || { echo "no VERSION in the environment nor a 'VERSION ?= ...' line in the Makefile" >&2; exit 1; }
 port="${VAULT_DEMO_PORT:-18200}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/mapsindoors-demo.XXXXXX")"
 pids=()
@@ -88,9 +93,9 @@ echo "Vault is up (log: $work/vault.log)"
 
 step "Registering the plugin by checksum and version, and enabling it"
 sha="$(sha256sum "$work/plugins/vault-plugin-secrets-mapsindoors" | cut -d' ' -f1)"
-show vault plugin register -sha256="$sha" -version=v0.1.0 -command=vault-plugin-secrets-mapsindoors \
+show vault plugin register -sha256="$sha" -version="$version" -command=vault-plugin-secrets-mapsindoors \
   secret vault-plugin-secrets-mapsindoors
-show vault secrets enable -path=mapsindoors -plugin-version=v0.1.0 vault-plugin-secrets-mapsindoors
+show vault secrets enable -path=mapsindoors -plugin-version="$version" vault-plugin-secrets-mapsindoors
 
 if [[ "$real" == 1 ]]; then
   step "Storing the root client credentials (the secret goes in on stdin)"
