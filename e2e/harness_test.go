@@ -11,12 +11,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -55,7 +58,17 @@ func run(m *testing.M) int {
 	if os.Getenv(skipEnv) == "1" {
 		return m.Run() // each test skips and says why
 	}
-	var err error
+	// Checked first: a bad version should not wait for a Vault build.
+	v1, err := pluginVersion()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	v2, err := nextMinor(v1)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
 	if vaultBin, err = findVault(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: no Vault server binary:", err)
 		return 1
@@ -67,17 +80,72 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	pluginDir = dir
-	for _, p := range []*pluginBuild{&pluginV1, &pluginV2} {
-		v := "v0.1.0"
-		if p == &pluginV2 {
-			v = "v0.2.0"
-		}
-		if *p, err = buildPlugin(dir, v); err != nil {
+	for _, b := range []struct {
+		build   *pluginBuild
+		version string
+	}{{&pluginV1, v1}, {&pluginV2, v2}} {
+		if *b.build, err = buildPlugin(dir, b.version); err != nil {
 			fmt.Fprintln(os.Stderr, "e2e: build the plugin:", err)
 			return 1
 		}
 	}
 	return m.Run()
+}
+
+// pluginVersionEnv overrides the version the suite builds and enables
+// first; without it the suite takes the Makefile's, as `make build` does.
+const pluginVersionEnv = "PLUGIN_VERSION"
+
+func pluginVersion() (string, error) {
+	if v := os.Getenv(pluginVersionEnv); v != "" {
+		return v, nil
+	}
+	makefile, err := os.ReadFile("../Makefile")
+	if err != nil {
+		return "", fmt.Errorf("no %s set and no Makefile to take the version from: %w", pluginVersionEnv, err)
+	}
+	return makefileVersion(string(makefile))
+}
+
+var makefileVersionLine = regexp.MustCompile(`(?m)^VERSION\s*\?=\s*(\S+)`)
+
+// makefileVersion reads the default of the Makefile's VERSION, the one
+// place the plugin's version is written down.
+func makefileVersion(makefile string) (string, error) {
+	m := makefileVersionLine.FindStringSubmatch(makefile)
+	if m == nil {
+		return "", fmt.Errorf("the Makefile has no \"VERSION ?= vX.Y.Z\" line; set %s", pluginVersionEnv)
+	}
+	return m[1], nil
+}
+
+// nextMinor is the version the upgrade tests move to: v0.1.0 becomes
+// v0.2.0. golang.org/x/mod/semver is not in the module graph, and this
+// needs no more than the three numbers.
+func nextMinor(version string) (string, error) {
+	bad := fmt.Errorf("plugin version %q is not vMAJOR.MINOR.PATCH; set %s to one like v0.1.0", version, pluginVersionEnv)
+	rest, ok := strings.CutPrefix(version, "v")
+	if !ok {
+		// Vault lists a registered version with the v, so the suite's
+		// comparisons need it.
+		return "", bad
+	}
+	if i := strings.IndexAny(rest, "-+"); i >= 0 {
+		rest = rest[:i] // a pre-release or build suffix
+	}
+	parts := strings.Split(rest, ".")
+	if len(parts) != 3 {
+		return "", bad
+	}
+	var nums [3]uint64
+	for i, part := range parts {
+		n, err := strconv.ParseUint(part, 10, 32)
+		if err != nil || (len(part) > 1 && part[0] == '0') {
+			return "", bad
+		}
+		nums[i] = n
+	}
+	return fmt.Sprintf("v%d.%d.0", nums[0], nums[1]+1), nil
 }
 
 func findVault() (string, error) {
@@ -409,23 +477,12 @@ func (v *vaultServer) enable(mount string, p pluginBuild) {
 	v.mustCLI("secrets", "enable", "-path="+mount, "-plugin-version="+p.Version, pluginName)
 }
 
-// configure writes the mount's config against the fake through a file, so
-// the secret is never on a command line.
+// configure writes the mount's MapsIndoors config against the fake, with
+// extra on top, through a file, so the secret is never on a command line.
 func (v *vaultServer) configure(mount string, fake *fakeupstream.Server, extra map[string]any) {
 	v.t.Helper()
-	c := fake.Credentials()
-	data := map[string]any{
-		"client_id":        c.ClientID,
-		"client_secret":    c.ClientSecret,
-		"client_secret_id": c.ClientSecretID,
-		"customer_id":      c.CustomerID,
-		"token_url":        fake.TokenURL(),
-		"rotation_url":     fake.RotationURL(),
-		"ca_cert":          fake.CACertPEM(),
-	}
-	for k, val := range extra {
-		data[k] = val
-	}
+	data := fake.PluginConfig("mapsindoors")
+	maps.Copy(data, extra)
 	v.writeFile(mount+"/config", data)
 }
 

@@ -18,7 +18,6 @@ func TestProviders_OneEngineMountedPerUpstream(t *testing.T) {
 	requireVault(t)
 	t.Parallel()
 	fake := startFake(t, fakeupstream.Options{})
-	c := fake.Credentials()
 	v := startDevVault(t)
 	auditLog := filepath.Join(t.TempDir(), "audit.log")
 	v.mustCLI("audit", "enable", "file", "file_path="+auditLog)
@@ -28,22 +27,14 @@ func TestProviders_OneEngineMountedPerUpstream(t *testing.T) {
 	}
 
 	// Metapack: the operator pastes the apiKey.properties file.
-	v.writeFile("metapack/config", map[string]any{
-		"provider":           "metapack",
-		"token_url":          fake.MetapackTokenURL(),
-		"ca_cert":            fake.CACertPEM(),
-		"api_key_properties": "apiKey.id = " + c.MetapackKeyID + "\napiKey.secret = " + c.MetapackKeySecret + "\n",
-	})
+	v.writeFile("metapack/config", fake.PluginConfig("metapack"))
 	v.mustCLI("write", "metapack/roles/shipping", "ttl=10m")
 	readCreds(t, v, fake, "metapack", "shipping")
 	_, err := v.cli("write", "-f", "metapack/rotate-root")
 	require.ErrorContains(t, err, "Code: 400")
 
 	// Any RFC 6749 endpoint, with a role that sends an audience.
-	v.writeFile("oauth2/config", map[string]any{
-		"provider": "oauth2", "token_url": fake.TokenURL(), "ca_cert": fake.CACertPEM(),
-		"client_id": c.ClientID, "client_secret": c.ClientSecret,
-	})
+	v.writeFile("oauth2/config", fake.PluginConfig("oauth2"))
 	v.mustCLI("write", "oauth2/roles/api", "audience=https://api.example", "token_params=tenant=t1")
 	readCreds(t, v, fake, "oauth2", "api")
 	form := fake.LastForm(fakeupstream.EndpointToken)
@@ -52,16 +43,7 @@ func TestProviders_OneEngineMountedPerUpstream(t *testing.T) {
 
 	// CameraManager: a token per lease, logged out when the lease is
 	// revoked or runs out.
-	v.writeFile("cameramanager/config", map[string]any{
-		"provider":       "cameramanager",
-		"token_url":      fake.CameraManagerTokenURL(),
-		"revocation_url": fake.CameraManagerLogoutURL(),
-		"ca_cert":        fake.CACertPEM(),
-		"client_id":      c.CameraManagerKeyID,
-		"client_secret":  c.CameraManagerKeySecret,
-		"username":       c.Username,
-		"password":       c.Password,
-	})
+	v.writeFile("cameramanager/config", fake.PluginConfig("cameramanager"))
 	v.mustCLI("write", "cameramanager/roles/cam", "ttl=1h")
 	first, firstLease := readCreds(t, v, fake, "cameramanager", "cam")
 	second, _ := readCreds(t, v, fake, "cameramanager", "cam")

@@ -16,6 +16,11 @@ set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
+# The plugin's version has one source, the Makefile's VERSION: `make demo`
+# exports it; run directly, the demo reads its default the way `make build`
+# below falls back to it.
+version="${VERSION:-$(sed -nE 's/^VERSION[[:space:]]*\?=[[:space:]]*([^[:space:]]+).*/\1/p' Makefile)}"
+[[ -n "$version" ]] || { echo "no VERSION in the environment nor a 'VERSION ?= ...' line in the Makefile" >&2; exit 1; }
 port="${VAULT_DEMO_PORT:-18200}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/mapsindoors-demo.XXXXXX")"
 pids=()
@@ -57,22 +62,17 @@ if [[ -n "${MAPSINDOORS_CLIENT_ID:-}" && -n "${MAPSINDOORS_CLIENT_SECRET:-}" ]];
   client_secret="$MAPSINDOORS_CLIENT_SECRET"
   client_secret_id="${MAPSINDOORS_CLIENT_SECRET_ID:-}"
   customer_id="$MAPSINDOORS_CUSTOMER_ID"
-  upstream_args=()
   real=1
 else
   step "Starting the fake MapsIndoors upstream (TLS on loopback)"
   bin/fakeupstream -dir "$work" -token-lifetime 10m >"$work/fake.log" 2>&1 &
   pids+=($!)
+  # fake.env is the last file the fake writes, each one whole.
   for _ in $(seq 1 100); do [[ -s "$work/fake.env" ]] && break; sleep 0.1; done
   [[ -s "$work/fake.env" ]] || { cat "$work/fake.log"; echo "the fake did not start" >&2; exit 1; }
-  # shellcheck disable=SC1091
+  # shellcheck source=/dev/null # written by bin/fakeupstream at run time
   source "$work/fake.env"
   echo "fake upstream at $FAKE_URL"
-  client_id="$FAKE_CLIENT_ID"
-  client_secret="$FAKE_CLIENT_SECRET"
-  client_secret_id="$FAKE_CLIENT_SECRET_ID"
-  customer_id="$FAKE_CUSTOMER_ID"
-  upstream_args=("token_url=$FAKE_TOKEN_URL" "rotation_url=$FAKE_ROTATION_URL" "ca_cert=@$work/ca.pem")
   real=0
 fi
 
@@ -93,15 +93,21 @@ echo "Vault is up (log: $work/vault.log)"
 
 step "Registering the plugin by checksum and version, and enabling it"
 sha="$(sha256sum "$work/plugins/vault-plugin-secrets-mapsindoors" | cut -d' ' -f1)"
-show vault plugin register -sha256="$sha" -version=v0.1.0 -command=vault-plugin-secrets-mapsindoors \
+show vault plugin register -sha256="$sha" -version="$version" -command=vault-plugin-secrets-mapsindoors \
   secret vault-plugin-secrets-mapsindoors
-show vault secrets enable -path=mapsindoors -plugin-version=v0.1.0 vault-plugin-secrets-mapsindoors
+show vault secrets enable -path=mapsindoors -plugin-version="$version" vault-plugin-secrets-mapsindoors
 
-step "Storing the root client credentials (the secret goes in on stdin)"
-printf '$ vault write mapsindoors/config client_id=%s client_secret=- customer_id=%s client_secret_id=%s ...\n' \
-  "$client_id" "$customer_id" "$client_secret_id"
-printf '%s' "$client_secret" | vault write mapsindoors/config client_id="$client_id" client_secret=- \
-  customer_id="$customer_id" client_secret_id="$client_secret_id" "${upstream_args[@]}"
+if [[ "$real" == 1 ]]; then
+  step "Storing the root client credentials (the secret goes in on stdin)"
+  printf '$ vault write mapsindoors/config client_id=%s client_secret=- customer_id=%s client_secret_id=%s\n' \
+    "$client_id" "$customer_id" "$client_secret_id"
+  printf '%s' "$client_secret" | vault write mapsindoors/config client_id="$client_id" client_secret=- \
+    customer_id="$customer_id" client_secret_id="$client_secret_id"
+else
+  step "Storing the root client credentials (the fake's config file, so the secret is on no command line)"
+  echo '$ vault write mapsindoors/config @config-mapsindoors.json'
+  vault write mapsindoors/config @"$work/config-mapsindoors.json"
+fi
 show vault read mapsindoors/config
 
 step "Creating a role"

@@ -1,10 +1,12 @@
-// Command fakeupstream runs the fake MapsIndoors token service on loopback,
-// for the demo and for trying the plugin by hand. It writes its CA
-// certificate and the credentials it accepts into -dir, then serves until
+// Command fakeupstream runs the fake token services (MapsIndoors, Metapack,
+// CameraManager) on loopback, for the demo and for trying the plugin by
+// hand. It writes into -dir its CA certificate, the credentials it accepts
+// and, per plugin provider, a config to write to a mount, then serves until
 // interrupted.
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -18,7 +20,7 @@ import (
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "address to listen on (loopback only)")
-	dir := flag.String("dir", ".", "directory to write ca.pem and fake.env into")
+	dir := flag.String("dir", ".", "directory to write ca.pem, config-<provider>.json and fake.env into")
 	lifetime := flag.Duration("token-lifetime", time.Hour, "expires_in of issued tokens")
 	flag.Parse()
 
@@ -39,24 +41,61 @@ func main() {
 	<-stop
 }
 
-// writeFiles leaves what a client needs: the CA to trust and, as shell
-// variables, the URLs and the credentials this fake made up.
+// configFile is where writeFiles leaves the config for one provider, ready
+// for `vault write MOUNT/config @config-<provider>.json`.
+func configFile(provider string) string { return "config-" + provider + ".json" }
+
+// writeFiles leaves what a client needs: the CA to trust, a plugin config
+// per provider, and, as shell variables, the URLs and the credentials this
+// fake made up. Every file appears whole (written aside, then renamed), and
+// fake.env comes last, so a script that waits for it finds the rest.
 func writeFiles(srv *fakeupstream.Server, dir string) error {
-	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), []byte(srv.CACertPEM()), 0o644); err != nil {
+	if err := writeFileWhole(dir, "ca.pem", []byte(srv.CACertPEM()), 0o644); err != nil {
 		return err
+	}
+	for _, provider := range fakeupstream.Providers() {
+		config, err := json.MarshalIndent(srv.PluginConfig(provider), "", "  ")
+		if err != nil {
+			return fmt.Errorf("encode the %s config: %w", provider, err)
+		}
+		if err := writeFileWhole(dir, configFile(provider), append(config, '\n'), 0o600); err != nil {
+			return err
+		}
 	}
 	c := srv.Credentials()
 	env := fmt.Sprintf(`FAKE_URL=%q
 FAKE_TOKEN_URL=%q
 FAKE_ROTATION_URL=%q
-FAKE_INTROSPECT_URL=%q
 FAKE_CLIENT_ID=%q
 FAKE_CLIENT_SECRET=%q
 FAKE_CLIENT_SECRET_ID=%q
 FAKE_CUSTOMER_ID=%q
 FAKE_USERNAME=%q
 FAKE_PASSWORD=%q
-`, srv.URL(), srv.TokenURL(), srv.RotationURL(), srv.IntrospectURL(),
+`, srv.URL(), srv.TokenURL(), srv.RotationURL(),
 		c.ClientID, c.ClientSecret, c.ClientSecretID, c.CustomerID, c.Username, c.Password)
-	return os.WriteFile(filepath.Join(dir, "fake.env"), []byte(env), 0o600)
+	return writeFileWhole(dir, "fake.env", []byte(env), 0o600)
+}
+
+// writeFileWhole writes aside and renames into place, so a reader never
+// sees half a file. The file aside starts out 0600, so a secret in it is not
+// readable by others on the way.
+func writeFileWhole(dir, name string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(dir, "."+name+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // a no-op once renamed
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), filepath.Join(dir, name))
 }
