@@ -11,23 +11,9 @@ import (
 	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/fakeupstream"
 )
 
-func (e *testEnv) cameraManagerConfig() map[string]any {
-	c := e.fake.Credentials()
-	return map[string]any{
-		"provider":       "cameramanager",
-		"token_url":      e.fake.CameraManagerTokenURL(),
-		"revocation_url": e.fake.CameraManagerLogoutURL(),
-		"ca_cert":        e.fake.CACertPEM(),
-		"client_id":      c.CameraManagerKeyID,
-		"client_secret":  c.CameraManagerKeySecret,
-		"username":       c.Username,
-		"password":       c.Password,
-	}
-}
-
 func TestCameraManager_TokenPerLeaseRefreshAndPasswordFallback(t *testing.T) {
 	e := newTestEnv(t, fakeupstream.Options{})
-	e.writeConfig(t, e.cameraManagerConfig())
+	e.writeConfig(t, e.fake.PluginConfig("cameramanager"))
 	cfg := e.read(t, "config").Data
 	require.Equal(t, "password", cfg["grant_type"])
 	require.Equal(t, []string{"write"}, cfg["scopes"])
@@ -63,7 +49,7 @@ func (e *testEnv) revoke(t *testing.T, secret *logical.Secret) (*logical.Respons
 
 func TestCameraManager_RevokeLogsTheTokenOut(t *testing.T) {
 	e := newTestEnv(t, fakeupstream.Options{})
-	e.writeConfig(t, e.cameraManagerConfig())
+	e.writeConfig(t, e.fake.PluginConfig("cameramanager"))
 	e.role(t, "cam", nil)
 	first := e.read(t, "creds/cam")
 	second := e.read(t, "creds/cam")
@@ -92,7 +78,7 @@ func TestCameraManager_RevokeLogsTheTokenOut(t *testing.T) {
 
 func TestCameraManager_FailuresAndBadInput(t *testing.T) {
 	e := newTestEnv(t, fakeupstream.Options{})
-	e.writeConfig(t, e.cameraManagerConfig())
+	e.writeConfig(t, e.fake.PluginConfig("cameramanager"))
 	e.role(t, "cam", nil)
 
 	e.writeConfig(t, map[string]any{"password": "wrong"})

@@ -10,19 +10,9 @@ import (
 	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/fakeupstream"
 )
 
-func (e *testEnv) metapackConfig() map[string]any {
-	c := e.fake.Credentials()
-	return map[string]any{
-		"provider":           "metapack",
-		"token_url":          e.fake.MetapackTokenURL(),
-		"ca_cert":            e.fake.CACertPEM(),
-		"api_key_properties": "apiKey.id = " + c.MetapackKeyID + "\napiKey.secret = " + c.MetapackKeySecret + "\n",
-	}
-}
-
 func TestMetapack_APIKeyPropertiesAndRawBasicAuth(t *testing.T) {
 	e := newTestEnv(t, fakeupstream.Options{})
-	e.writeConfig(t, e.metapackConfig())
+	e.writeConfig(t, e.fake.PluginConfig("metapack"))
 	cfg := e.read(t, "config").Data
 	require.Equal(t, "metapack", cfg["provider"])
 	require.Equal(t, e.fake.Credentials().MetapackKeyID, cfg["client_id"])
@@ -59,7 +49,7 @@ func TestMetapack_BadInputIs400(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newTestEnv(t, fakeupstream.Options{})
-			data := e.metapackConfig()
+			data := e.fake.PluginConfig("metapack")
 			for k, v := range tc.change {
 				if v == nil {
 					delete(data, k)
@@ -73,7 +63,7 @@ func TestMetapack_BadInputIs400(t *testing.T) {
 	}
 
 	e := newTestEnv(t, fakeupstream.Options{})
-	e.writeConfig(t, e.metapackConfig())
+	e.writeConfig(t, e.fake.PluginConfig("metapack"))
 	resp, err := e.rotate(t)
 	requireBadRequest(t, resp, err, "provider metapack has no client-secret API")
 }

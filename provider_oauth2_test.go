@@ -10,7 +10,7 @@ import (
 
 func TestOAuth2_RoleTokenParameters(t *testing.T) {
 	e := newTestEnv(t, fakeupstream.Options{})
-	e.configure(t, map[string]any{"provider": "oauth2", "token_auth_method": "client_secret_basic"})
+	e.writeConfig(t, e.fake.PluginConfig("oauth2"))
 	e.role(t, "api", map[string]any{"audience": "https://api.example", "resource": "urn:x", "token_params": []string{"tenant=t1", "region=eu"}})
 	got := e.read(t, "roles/api").Data
 	require.Equal(t, map[string]string{"tenant": "t1", "region": "eu"}, got["token_params"])

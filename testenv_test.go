@@ -80,23 +80,9 @@ func (e *testEnv) newBackend(t testing.TB, tune ...func(*logical.BackendConfig))
 	return b
 }
 
-// baseConfig is a working config against the fake.
-func (e *testEnv) baseConfig() map[string]any {
-	c := e.fake.Credentials()
-	return map[string]any{
-		"client_id":        c.ClientID,
-		"client_secret":    c.ClientSecret,
-		"client_secret_id": c.ClientSecretID,
-		"customer_id":      c.CustomerID,
-		"token_url":        e.fake.TokenURL(),
-		"rotation_url":     e.fake.RotationURL(),
-		"ca_cert":          e.fake.CACertPEM(),
-	}
-}
-
 func (e *testEnv) configure(t testing.TB, overrides map[string]any) {
 	t.Helper()
-	data := e.baseConfig()
+	data := e.fake.PluginConfig("mapsindoors")
 	for k, v := range overrides {
 		data[k] = v
 	}
