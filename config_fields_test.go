@@ -29,10 +29,10 @@ func TestConfigFields_EachFieldOnceInSchemaAndRead(t *testing.T) {
 			require.NotContains(t, read, f.name, "a write-only field is never read back")
 		}
 	}
-	for _, state := range []string{"previous_client_secret_id", "last_rotated", "next_rotation"} {
+	for _, state := range rotationStateKeys {
 		require.Contains(t, read, state)
 	}
-	require.Len(t, read, len(configFields)+3, "a read shows the table's fields and the rotation state, nothing else")
+	require.Len(t, read, len(configFields)+len(rotationStateKeys), "a read shows the table's fields and the rotation state, nothing else")
 }
 
 // What the upstream client is given comes from the table: every field it

@@ -72,14 +72,13 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 		return nil, nil
 	}
 	c := stored.resolved()
-	data := make(map[string]any, len(configFields)+3)
+	data := make(map[string]any, len(configFields)+len(rotationStateKeys))
 	for _, f := range configFields {
 		data[f.readKey()] = f.read(c)
 	}
-	// What rotation keeps, not what an operator writes.
-	data["previous_client_secret_id"] = c.PreviousClientSecretID
-	data["last_rotated"] = formatTime(c.LastRotated)
-	data["next_rotation"] = formatTime(c.nextRotation())
+	for k, v := range c.rotationState(b.now()) {
+		data[k] = v
+	}
 	return &logical.Response{Data: data}, nil
 }
 
@@ -113,8 +112,14 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err := readProviderInput(d, cfg); err != nil {
 		return errorResponse(err)
 	}
-	if cfg.RotationPeriod != before.RotationPeriod {
-		cfg.ScheduleStart = b.now().UTC()
+	now := b.now().UTC()
+	if cfg.RotationPeriod != before.RotationPeriod || cfg.RotationSchedule != before.RotationSchedule ||
+		cfg.DisableAutomatedRotation != before.DisableAutomatedRotation {
+		// A new schedule counts from now, not from the last rotation.
+		cfg.ScheduleStart = now
+	}
+	if cfg.ClientSecret != before.ClientSecret || cfg.Password != before.Password {
+		cfg.SecretSetAt = now
 	}
 
 	var warnings []string

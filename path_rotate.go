@@ -58,6 +58,7 @@ func (b *backend) pathRotateRootUpdate(ctx context.Context, req *logical.Request
 			"previous_client_secret_id": res.PreviousClientSecretID,
 			"rotated_at":                res.RotatedAt.UTC().Format(time.RFC3339),
 			"previous_deleted":          res.PreviousDeleted,
+			"previous_deletion_due":     formatTime(res.PreviousDeletionDue),
 		},
 		Warnings: res.Warnings,
 	}, nil

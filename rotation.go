@@ -333,6 +333,9 @@ func (b *backend) deletePendingLocked(ctx context.Context, s logical.Storage, lo
 		return nil, errors.New("the stored client secret has no client_secret_id, so Vault cannot tell which secret it holds " +
 			"and deletes none; write client_secret_id to config")
 	}
+	if !stored.hasDueDeletions(b.now()) {
+		return nil, nil
+	}
 	now := b.now()
 	client, err := b.newClient(cfg.clientConfig())
 	if err != nil {

@@ -148,3 +148,33 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 func scheduleBackoff(failures int) time.Duration {
 	return min(time.Minute<<min(max(failures-1, 0), 10), maxScheduleBackoff)
 }
+
+// rotationStateKeys are what a config read shows of rotation, beside the
+// fields an operator writes.
+var rotationStateKeys = []string{
+	"previous_client_secret_id", "last_rotated", "next_rotation", "client_secret_age",
+	"pending_deletions", "last_rotation_error", "last_rotation_error_at", "consecutive_rotation_failures", "next_rotation_retry",
+}
+
+// rotationState is what rotation keeps, for a config read: never a secret.
+func (c *config) rotationState(now time.Time) map[string]any {
+	age := int64(-1)
+	if !c.SecretSetAt.IsZero() {
+		age = int64(now.Sub(c.SecretSetAt) / time.Second)
+	}
+	pending := make([]map[string]any, 0, len(c.PendingDeletions))
+	for _, p := range c.PendingDeletions {
+		pending = append(pending, map[string]any{"id": p.ID, "replaced_at": formatTime(p.ReplacedAt), "due_at": formatTime(p.DueAt)})
+	}
+	return map[string]any{
+		"previous_client_secret_id":     c.PreviousClientSecretID,
+		"last_rotated":                  formatTime(c.LastRotated),
+		"next_rotation":                 formatTime(c.nextRotation()),
+		"client_secret_age":             age,
+		"pending_deletions":             pending,
+		"last_rotation_error":           c.Rotation.LastError,
+		"last_rotation_error_at":        formatTime(c.Rotation.LastErrorAt),
+		"consecutive_rotation_failures": c.Rotation.ConsecutiveFailures,
+		"next_rotation_retry":           formatTime(c.Rotation.NextRetry),
+	}
+}

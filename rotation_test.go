@@ -231,3 +231,34 @@ func TestRotateRoot_FinishesWhenTheRequestIsCancelled(t *testing.T) {
 	require.False(t, e.fake.SecretWorks(original.ClientSecret))
 	require.Empty(t, e.wals(t))
 }
+
+// Defect: the waits between verify attempts ignored cancellation, and no
+// single deadline bounded a rotation, so it could hold the write lock for
+// many minutes.
+func TestRotateRoot_OneDeadlineBoundsEveryStepAndWait(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	e.configure(t, nil)
+	original := e.fake.Credentials()
+	e.b.rotationTimeout = 300 * time.Millisecond
+	e.b.verifyBackoff = []time.Duration{time.Hour, time.Hour}
+	// The first login with the new secret is refused; the next attempt
+	// would come an hour later.
+	e.fake.InjectFault(fakeupstream.EndpointToken, fakeupstream.Fault{After: 1, Status: 400, Code: "invalid_client"})
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.rotate(t)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.ErrorContains(t, err, "log in with the new client secret")
+		require.ErrorContains(t, err, "the rotation's deadline passed")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the rotation did not end with its deadline")
+	}
+	e.fake.ClearFaults()
+	require.Equal(t, original.ClientSecret, e.storedConfig(t).ClientSecret)
+	require.Equal(t, []string{original.ClientSecretID}, secretIDs(e.fake), "the created secret is deleted after the deadline too")
+	require.Empty(t, e.wals(t))
+}
