@@ -70,6 +70,7 @@ func TestCLI_RegisterConfigureReadRevokeRotateAndAudit(t *testing.T) {
 	cfgOut := v.mustCLI("read", "-format=json", "mapsindoors/config")
 	require.NotContains(t, cfgOut, fake.Credentials().ClientSecret)
 	cfg := dataOf(t, decode(t, cfgOut))
+	delete(cfg, "client_secret_age")
 	require.NotContains(t, cfg, "client_secret")
 	require.Equal(t, true, cfg["client_secret_set"])
 
@@ -77,7 +78,7 @@ func TestCLI_RegisterConfigureReadRevokeRotateAndAudit(t *testing.T) {
 	_, err := v.cli("write", "mapsindoors/config", "token_url=http://auth.example.com/connect/token")
 	require.ErrorContains(t, err, "Code: 400")
 	require.ErrorContains(t, err, "token_url must use https")
-	require.Equal(t, cfg, dataOf(t, v.cliJSON("read", "mapsindoors/config")))
+	require.Equal(t, cfg, v.readConfig("mapsindoors"))
 
 	v.mustCLI("write", "mapsindoors/roles/app", "ttl=5m", "scopes=integration")
 	_, err = v.cli("read", "mapsindoors/creds/missing")
@@ -198,7 +199,7 @@ func TestUpgrade_NewPluginVersionKeepsStateAndServesCreds(t *testing.T) {
 	v.mustCLI("write", "mapsindoors/roles/app", "ttl=10m", "scopes=integration")
 	v.mustCLI("write", "-f", "mapsindoors/rotate-root")
 	readCreds(t, v, fake, "mapsindoors", "app")
-	cfgBefore := dataOf(t, v.cliJSON("read", "mapsindoors/config"))
+	cfgBefore := v.readConfig("mapsindoors")
 	roleBefore := dataOf(t, v.cliJSON("read", "mapsindoors/roles/app"))
 	require.NotEmpty(t, cfgBefore["last_rotated"])
 
@@ -211,14 +212,16 @@ func TestUpgrade_NewPluginVersionKeepsStateAndServesCreds(t *testing.T) {
 		return m != nil && m["running_plugin_version"] == pluginV2.Version
 	})
 
-	require.Equal(t, cfgBefore, dataOf(t, v.cliJSON("read", "mapsindoors/config")))
+	require.Equal(t, cfgBefore, v.readConfig("mapsindoors"))
 	require.Equal(t, roleBefore, dataOf(t, v.cliJSON("read", "mapsindoors/roles/app")))
 	readCreds(t, v, fake, "mapsindoors", "app")
 	rot := dataOf(t, v.cliJSON("write", "-f", "mapsindoors/rotate-root"))
 	require.Equal(t, true, rot["previous_deleted"])
 }
 
-func TestRestart_PersistentStorageKeepsConfigAndRoles(t *testing.T) {
+// A server restarted between a rotation and the deletion of the secret it
+// replaced still deletes that secret when its grace ends.
+func TestRestart_PersistentStorageKeepsConfigRolesAndPendingDeletions(t *testing.T) {
 	requireVault(t)
 	t.Parallel()
 	fake := startFake(t, fakeupstream.Options{})
@@ -231,18 +234,73 @@ func TestRestart_PersistentStorageKeepsConfigAndRoles(t *testing.T) {
 
 	v.registerPlugin(pluginV1)
 	v.enable("mapsindoors", pluginV1)
-	v.configure("mapsindoors", fake, nil)
+	v.configure("mapsindoors", fake, map[string]any{"previous_secret_grace": "40s"})
 	v.mustCLI("write", "mapsindoors/roles/app", "ttl=10m")
 	readCreds(t, v, fake, "mapsindoors", "app")
-	cfgBefore := dataOf(t, v.cliJSON("read", "mapsindoors/config"))
+	old := fake.Credentials()
+	rot := dataOf(t, v.cliJSON("write", "-f", "mapsindoors/rotate-root"))
+	require.Equal(t, false, rot["previous_deleted"])
+	cfgBefore := v.readConfig("mapsindoors")
+	require.Len(t, cfgBefore["pending_deletions"], 1)
 	roleBefore := dataOf(t, v.cliJSON("read", "mapsindoors/roles/app"))
 
 	v.stop()
+	require.True(t, fake.SecretWorks(old.ClientSecret), "within its grace the replaced secret works")
 	v.startConfigured()
 	unseal(t, v, unsealKey)
-	require.Equal(t, cfgBefore, dataOf(t, v.cliJSON("read", "mapsindoors/config")))
+	require.Equal(t, cfgBefore, v.readConfig("mapsindoors"))
 	require.Equal(t, roleBefore, dataOf(t, v.cliJSON("read", "mapsindoors/roles/app")))
 	readCreds(t, v, fake, "mapsindoors", "app")
+
+	eventually(t, 3*time.Minute, "the replaced secret deleted after the restart", func() bool {
+		return !fake.SecretWorks(old.ClientSecret)
+	})
+	cfg := v.readConfig("mapsindoors")
+	require.Empty(t, cfg["pending_deletions"])
+	require.Equal(t, []string{cfg["client_secret_id"].(string)}, secretIDs(fake))
+	readCreds(t, v, fake, "mapsindoors", "app")
+}
+
+// previous_secret_grace: the replaced secret keeps working until its grace
+// ends, and then the upstream refuses it.
+func TestGrace_ReplacedSecretWorksUntilTheGraceEnds(t *testing.T) {
+	requireVault(t)
+	t.Parallel()
+	fake := startFake(t, fakeupstream.Options{})
+	v := startDevVault(t)
+	v.registerPlugin(pluginV1)
+	v.enable("mapsindoors", pluginV1)
+	v.configure("mapsindoors", fake, map[string]any{"previous_secret_grace": "30s"})
+	old := fake.Credentials()
+
+	rot := dataOf(t, v.cliJSON("write", "-f", "mapsindoors/rotate-root"))
+	require.Equal(t, false, rot["previous_deleted"])
+	due, err := time.Parse(time.RFC3339, rot["previous_deletion_due"].(string))
+	require.NoError(t, err)
+	pending := v.readConfig("mapsindoors")["pending_deletions"].([]any)
+	require.Len(t, pending, 1)
+	require.Equal(t, old.ClientSecretID, pending[0].(map[string]any)["id"])
+
+	for time.Now().Before(due.Add(-2 * time.Second)) {
+		require.True(t, fake.SecretWorks(old.ClientSecret), "the replaced secret works until its grace ends")
+		time.Sleep(time.Second)
+	}
+	// Vault runs the periodic function about once a minute.
+	eventually(t, 2*time.Minute, "the replaced secret deleted once due", func() bool {
+		return !fake.SecretWorks(old.ClientSecret)
+	})
+	require.True(t, time.Now().After(due))
+	cfg := v.readConfig("mapsindoors")
+	require.Empty(t, cfg["pending_deletions"])
+	require.Equal(t, []string{cfg["client_secret_id"].(string)}, secretIDs(fake))
+}
+
+func secretIDs(fake *fakeupstream.Server) []string {
+	ids := []string{}
+	for _, s := range fake.Secrets() {
+		ids = append(ids, s.ID)
+	}
+	return ids
 }
 
 // initVault initializes a server with one unseal key and takes its root

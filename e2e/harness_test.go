@@ -496,6 +496,15 @@ func (v *vaultServer) writeFile(path string, data map[string]any) {
 	v.mustCLI("write", path, "@"+file)
 }
 
+// readConfig reads a mount's config without client_secret_age, which
+// changes by itself every second.
+func (v *vaultServer) readConfig(mount string) map[string]any {
+	v.t.Helper()
+	cfg := dataOf(v.t, v.cliJSON("read", mount+"/config"))
+	delete(cfg, "client_secret_age")
+	return cfg
+}
+
 func dataOf(t testing.TB, m map[string]any) map[string]any {
 	t.Helper()
 	d, ok := m["data"].(map[string]any)
