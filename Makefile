@@ -1,11 +1,13 @@
 # Targets a newcomer needs: `make demo` and `make test` (see README.md).
 PLUGIN      := vault-plugin-secrets-mapsindoors
 VERSION     ?= v0.1.0
+# The e2e harness and the demo read it from the environment as well.
+export VERSION
 BIN         := bin
 LDFLAGS     := -X github.com/mapsindoors/vault-plugin-secrets-mapsindoors.Version=$(VERSION)
 GO          ?= go
 
-.PHONY: all build demo test unit e2e vault fmt fmt-check vet lint lint-go lint-sh tidy-check bench bench-e2e
+.PHONY: all build demo test unit e2e vault fmt fmt-check vet lint lint-go lint-sh tidy-check print-version bench bench-e2e
 
 all: build
 
@@ -15,7 +17,7 @@ build:
 
 # A real Vault dev server with the plugin, against the fake upstream.
 demo:
-	bash scripts/demo.sh
+	VERSION=$(VERSION) bash scripts/demo.sh
 
 # The README's test command, and what CI runs: checks (cheapest first), unit
 # tests, then the end-to-end tests in real Vault servers (the pinned Vault is
@@ -26,7 +28,7 @@ unit:
 	$(GO) test -race -count=1 ./...
 
 e2e: vault
-	cd e2e && VAULT_BIN="$$(bash ../scripts/vault.sh)" $(GO) test -count=1 -timeout 25m .
+	cd e2e && VAULT_BIN="$$(bash ../scripts/vault.sh)" PLUGIN_VERSION=$(VERSION) $(GO) test -count=1 -timeout 25m .
 
 # Builds (once) and prints the pinned Vault server.
 vault:
@@ -69,9 +71,12 @@ lint-go:
 	  echo "golangci-lint run ./... (in e2e/)"; (cd e2e && "$$gl" run --config ../.golangci.yml ./...) || rc=1; \
 	  exit $$rc
 
+print-version:
+	@echo $(VERSION)
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 # creds reads against Vault's built-in KV, through a real Vault dev server.
 bench-e2e: vault
-	cd e2e && VAULT_BIN="$$(bash ../scripts/vault.sh)" $(GO) test -run '^$$' -bench . -benchtime 5s .
+	cd e2e && VAULT_BIN="$$(bash ../scripts/vault.sh)" PLUGIN_VERSION=$(VERSION) $(GO) test -run '^$$' -bench . -benchtime 5s .
