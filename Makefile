@@ -1,11 +1,13 @@
 # Targets a newcomer needs: `make demo` and `make test` (see README.md).
 PLUGIN      := vault-plugin-secrets-mapsindoors
 VERSION     ?= v0.1.0
+# The e2e harness and the demo read it from the environment as well.
+export VERSION
 BIN         := bin
 LDFLAGS     := -X github.com/mapsindoors/vault-plugin-secrets-mapsindoors.Version=$(VERSION)
 GO          ?= go
 
-.PHONY: all build demo test unit e2e vault fmt fmt-check vet bench bench-e2e
+.PHONY: all build demo test unit e2e vault fmt fmt-check vet lint lint-go lint-sh tidy-check print-version bench bench-e2e
 
 all: build
 
@@ -15,18 +17,18 @@ build:
 
 # A real Vault dev server with the plugin, against the fake upstream.
 demo:
-	bash scripts/demo.sh
+	VERSION=$(VERSION) bash scripts/demo.sh
 
-# The README's test command, and what CI runs: checks, unit tests, then the
-# end-to-end tests in real Vault servers (the pinned Vault is built once per
-# machine; MAPSINDOORS_E2E_SKIP=1 skips them, and they say so).
-test: fmt-check vet unit e2e
+# The README's test command, and what CI runs: checks (cheapest first), unit
+# tests, then the end-to-end tests in real Vault servers (the pinned Vault is
+# built once per machine; MAPSINDOORS_E2E_SKIP=1 skips them, and they say so).
+test: fmt-check vet lint unit e2e
 
 unit:
 	$(GO) test -race -count=1 ./...
 
 e2e: vault
-	cd e2e && VAULT_BIN="$$(bash ../scripts/vault.sh)" $(GO) test -count=1 -timeout 25m .
+	cd e2e && VAULT_BIN="$$(bash ../scripts/vault.sh)" PLUGIN_VERSION=$(VERSION) $(GO) test -count=1 -timeout 25m .
 
 # Builds (once) and prints the pinned Vault server.
 vault:
@@ -42,9 +44,39 @@ vet:
 	$(GO) vet ./...
 	cd e2e && $(GO) vet ./...
 
+# Static checks that need no Vault: go mod tidy, shellcheck, golangci-lint.
+lint: lint-sh tidy-check lint-go
+
+# Fails if `go mod tidy` would change go.mod or go.sum (and shows the diff).
+# e2e/vault is left out: tidying it would resolve all of Vault's dependencies.
+tidy-check:
+	@rc=0; \
+	  $(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run 'go mod tidy'"; rc=1; }; \
+	  (cd e2e && $(GO) mod tidy -diff) || { echo "e2e/go.mod/go.sum are not tidy: run 'cd e2e && go mod tidy'"; rc=1; }; \
+	  exit $$rc
+
+lint-sh:
+	@command -v shellcheck >/dev/null 2>&1 || { \
+	  echo "shellcheck is not installed; make lint needs it."; \
+	  echo "Install it with 'sudo apt-get install shellcheck' (Debian/Ubuntu) or 'brew install shellcheck' (macOS)."; \
+	  exit 1; }
+	shellcheck scripts/*.sh .ci/run
+
+# golangci-lint at the version pinned in scripts/tools.sh (built once per
+# machine), over both modules, reporting both before failing. e2e/vault, one
+# main.go around Vault's CLI, is left out: loading it type-checks all of Vault.
+lint-go:
+	@gl="$$(bash scripts/tools.sh golangci-lint)" || exit 1; rc=0; \
+	  echo "golangci-lint run ./..."; "$$gl" run ./... || rc=1; \
+	  echo "golangci-lint run ./... (in e2e/)"; (cd e2e && "$$gl" run --config ../.golangci.yml ./...) || rc=1; \
+	  exit $$rc
+
+print-version:
+	@echo $(VERSION)
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 # creds reads against Vault's built-in KV, through a real Vault dev server.
 bench-e2e: vault
-	cd e2e && VAULT_BIN="$$(bash ../scripts/vault.sh)" $(GO) test -run '^$$' -bench . -benchtime 5s .
+	cd e2e && VAULT_BIN="$$(bash ../scripts/vault.sh)" PLUGIN_VERSION=$(VERSION) $(GO) test -run '^$$' -bench . -benchtime 5s .

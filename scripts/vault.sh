@@ -7,8 +7,17 @@
 #   a vault on PATH of the same major.minor is used as is
 set -euo pipefail
 
-VAULT_VERSION=1.21.0
 root="$(cd "$(dirname "$0")/.." && pwd)"
+# One source for the version: the require line of the Vault build module.
+VAULT_VERSION="$(awk '
+  $1 == "require" && $2 == "github.com/hashicorp/vault" { print $3; exit }
+  $1 == "github.com/hashicorp/vault" { print $2; exit }
+' "$root/e2e/vault/go.mod")"
+VAULT_VERSION="${VAULT_VERSION#v}"
+if [[ -z "$VAULT_VERSION" ]]; then
+  echo "No 'github.com/hashicorp/vault vX.Y.Z' require line in e2e/vault/go.mod." >&2
+  exit 1
+fi
 cache="${VAULT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-secrets-mapsindoors}"
 bin="$cache/vault-v$VAULT_VERSION"
 
