@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
+//nolint:gosec // G101: help text about client secrets, not a credential.
 const (
 	pathClientSecretsHelpSyn  = "List the client secrets live upstream, never their values."
 	pathClientSecretsHelpDesc = `

@@ -14,6 +14,7 @@ import (
 	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/upstream"
 )
 
+//nolint:gosec // G101: the lease type's name and help text, not a credential.
 const (
 	secretTypeToken = "mapsindoors_token"
 

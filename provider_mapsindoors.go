@@ -7,6 +7,7 @@ import "github.com/mapsindoors/vault-plugin-secrets-mapsindoors/upstream"
 // which the client secret is rotated. The older password grant logs in as
 // the fixed client "client" with scope "integration".
 func init() {
+	//nolint:gosec // G101: the vendor's public token endpoint URLs, not credentials.
 	registerProvider(&provider{
 		name:             "mapsindoors",
 		title:            "MapsIndoors (MapsPeople)",

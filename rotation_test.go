@@ -34,7 +34,7 @@ func (s *commitThenFailStorage) Put(ctx context.Context, e *logical.StorageEntry
 	return nil
 }
 
-// ctxStorage honours its context as Vault's storage does over gRPC.
+// ctxStorage honors its context as Vault's storage does over gRPC.
 type ctxStorage struct{ logical.Storage }
 
 func (s ctxStorage) Put(ctx context.Context, e *logical.StorageEntry) error {

@@ -85,7 +85,7 @@ func TestCLI_RegisterConfigureReadRevokeRotateAndAudit(t *testing.T) {
 	require.ErrorContains(t, err, "Code: 400")
 
 	// creds: a live token as a lease shorter than the token.
-	token, leaseID := readCreds(t, v, fake, "mapsindoors", "app")
+	_, leaseID := readCreds(t, v, fake, "mapsindoors", "app")
 	_, err = v.cli("lease", "renew", leaseID)
 	require.Error(t, err, "creds leases are not renewable")
 
@@ -111,7 +111,7 @@ func TestCLI_RegisterConfigureReadRevokeRotateAndAudit(t *testing.T) {
 	var keys []string
 	require.NoError(t, json.Unmarshal([]byte(v.mustCLI("list", "-format=json", "mapsindoors/client-secrets")), &keys))
 	require.Equal(t, []string{rot["client_secret_id"].(string)}, keys)
-	token, _ = readCreds(t, v, fake, "mapsindoors", "app")
+	token, _ := readCreds(t, v, fake, "mapsindoors", "app")
 
 	// The audit log holds no secret, password or token in clear, and an
 	// operator can still find a token's entries by its hash.

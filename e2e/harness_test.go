@@ -78,7 +78,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }() // a temporary directory; nothing to do if it stays
 	pluginDir = dir
 	for _, b := range []struct {
 		build   *pluginBuild
@@ -152,7 +152,7 @@ func findVault() (string, error) {
 	if bin := os.Getenv("VAULT_BIN"); bin != "" {
 		return bin, nil
 	}
-	cmd := exec.Command("bash", "../scripts/vault.sh")
+	cmd := exec.CommandContext(context.Background(), "bash", "../scripts/vault.sh")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
@@ -164,7 +164,7 @@ func findVault() (string, error) {
 func buildPlugin(dir, version string) (pluginBuild, error) {
 	command := pluginName + "-" + version
 	out := filepath.Join(dir, command)
-	cmd := exec.Command("go", "build", "-trimpath",
+	cmd := exec.CommandContext(context.Background(), "go", "build", "-trimpath",
 		"-ldflags", "-X github.com/mapsindoors/vault-plugin-secrets-mapsindoors.Version="+version,
 		"-o", out, "./cmd/"+pluginName)
 	cmd.Dir = ".."
@@ -194,7 +194,7 @@ func requireVault(t testing.TB) {
 // seen here as a Raft node's cluster port answered by another server.
 var (
 	portMu   sync.Mutex
-	nextPort = 20000 + rand.IntN(8000)
+	nextPort = 20000 + rand.IntN(8000) //nolint:gosec // G404: spreads test ports, nothing secret depends on it.
 )
 
 // freePorts reserves n consecutive free ports and returns the first.
@@ -218,11 +218,11 @@ func freePorts(t testing.TB, n int) int {
 
 func portsFree(base, n int) bool {
 	for p := base; p < base+n; p++ {
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", fmt.Sprintf("127.0.0.1:%d", p))
 		if err != nil {
 			return false
 		}
-		ln.Close()
+		_ = ln.Close() // only probing whether the port is free
 	}
 	return true
 }
@@ -286,7 +286,9 @@ func (v *vaultServer) start(args ...string) {
 	v.t.Helper()
 	logFile, err := os.OpenFile(v.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	require.NoError(v.t, err)
-	cmd := exec.Command(vaultBin, args...)
+	// The server outlives this call: stop() ends it, and a context would
+	// kill it before the test's cleanups ran.
+	cmd := exec.Command(vaultBin, args...) //nolint:noctx // see above
 	cmd.Env = cleanEnv()
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Its own process group, so stopping it also stops its plugins.
@@ -296,7 +298,7 @@ func (v *vaultServer) start(args ...string) {
 	v.exited = make(chan struct{})
 	go func() {
 		_ = cmd.Wait()
-		logFile.Close()
+		_ = logFile.Close() // the server is gone; dumpLog reads what it wrote
 		close(v.exited)
 	}()
 	v.t.Cleanup(v.stop)
@@ -360,7 +362,9 @@ func (v *vaultServer) waitHealthy(ok func(code int) bool) {
 			v.t.Fatalf("the %s Vault server exited while starting", v.name)
 		default:
 		}
-		resp, err := http.Get(v.addr + "/v1/sys/health?standbyok=true&perfstandbyok=true")
+		req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, v.addr+"/v1/sys/health?standbyok=true&perfstandbyok=true", nil)
+		require.NoError(v.t, err)
+		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if ok(resp.StatusCode) {
@@ -397,7 +401,7 @@ func (v *vaultServer) cli(args ...string) (string, error) {
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	if err != nil {
-		return stdout.String(), fmt.Errorf("vault %s: %v\n%s", strings.Join(redactArgs(args), " "), err, stderr.String())
+		return stdout.String(), fmt.Errorf("vault %s: %w\n%s", strings.Join(redactArgs(args), " "), err, stderr.String())
 	}
 	return stdout.String(), nil
 }
@@ -451,7 +455,7 @@ func (v *vaultServer) api(method, path string, body any) (int, map[string]any) {
 		require.NoError(v.t, err)
 		r = bytes.NewReader(data)
 	}
-	req, err := http.NewRequest(method, v.addr+"/v1/"+path, r)
+	req, err := http.NewRequestWithContext(context.Background(), method, v.addr+"/v1/"+path, r)
 	require.NoError(v.t, err)
 	req.Header.Set("X-Vault-Token", v.token)
 	resp, err := http.DefaultClient.Do(req)

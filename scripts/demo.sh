@@ -50,7 +50,7 @@ make -s build
 mkdir -p "$work/plugins"
 cp bin/vault-plugin-secrets-mapsindoors "$work/plugins/"
 
-step "Getting Vault (the pinned v1.21.0 build)"
+step "Getting Vault (the pinned build, see e2e/vault/go.mod)"
 VAULT="$(bash scripts/vault.sh)"
 echo "$VAULT"
 vault() { "$VAULT" "$@"; }

@@ -7,6 +7,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -23,22 +24,28 @@ func main() {
 	dir := flag.String("dir", ".", "directory to write ca.pem, config-<provider>.json and fake.env into")
 	lifetime := flag.Duration("token-lifetime", time.Hour, "expires_in of issued tokens")
 	flag.Parse()
-
-	srv, err := fakeupstream.Start(fakeupstream.Options{Addr: *addr, TokenLifetime: *lifetime})
-	if err != nil {
+	if err := run(*addr, *dir, *lifetime); err != nil {
 		fmt.Fprintln(os.Stderr, "fakeupstream:", err)
 		os.Exit(1)
+	}
+}
+
+// run serves until interrupted; the server is closed however it ends.
+func run(addr, dir string, lifetime time.Duration) error {
+	srv, err := fakeupstream.Start(fakeupstream.Options{Addr: addr, TokenLifetime: lifetime})
+	if err != nil {
+		return err
 	}
 	defer srv.Close()
-	if err := writeFiles(srv, *dir); err != nil {
-		fmt.Fprintln(os.Stderr, "fakeupstream:", err)
-		os.Exit(1)
+	if err := writeFiles(srv, dir); err != nil {
+		return err
 	}
-	fmt.Printf("fakeupstream: serving %s (CA in %s)\n", srv.URL(), filepath.Join(*dir, "ca.pem"))
+	fmt.Printf("fakeupstream: serving %s (CA in %s)\n", srv.URL(), filepath.Join(dir, "ca.pem"))
 
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
 	<-stop
+	return nil
 }
 
 // configFile is where writeFiles leaves the config for one provider, ready
@@ -85,14 +92,14 @@ func writeFileWhole(dir, name string, data []byte, mode os.FileMode) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name()) // a no-op once renamed
+	// Removing it is a no-op once it was renamed; before that, a failure
+	// to remove it leaves a 0600 file in the fake's own directory.
+	defer func() { _ = os.Remove(tmp.Name()) }()
 	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
+		return errors.Join(err, tmp.Close())
 	}
 	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
+		return errors.Join(err, tmp.Close())
 	}
 	if err := tmp.Close(); err != nil {
 		return err
