@@ -500,6 +500,19 @@ func (v *vaultServer) writeFile(path string, data map[string]any) {
 	v.mustCLI("write", path, "@"+file)
 }
 
+// startMapsIndoorsMount is a dev server with the plugin (the first
+// version) enabled at mapsindoors/ and configured against a fake, with
+// extra config fields.
+func startMapsIndoorsMount(t *testing.T, extra map[string]any) (*vaultServer, *fakeupstream.Server) {
+	t.Helper()
+	fake := startFake(t, fakeupstream.Options{})
+	v := startDevVault(t)
+	v.registerPlugin(pluginV1)
+	v.enable("mapsindoors", pluginV1)
+	v.configure("mapsindoors", fake, extra)
+	return v, fake
+}
+
 // readConfig reads a mount's config without client_secret_age, which
 // changes by itself every second.
 func (v *vaultServer) readConfig(mount string) map[string]any {
