@@ -54,8 +54,8 @@ func (s ctxStorage) Delete(ctx context.Context, key string) error {
 // liveIDs are the ids of the upstream's active secrets.
 func liveIDs(fake *fakeupstream.Server) map[string]bool {
 	out := map[string]bool{}
-	for _, s := range fake.Secrets() {
-		out[s.ID] = true
+	for _, id := range secretIDs(fake) {
+		out[id] = true
 	}
 	return out
 }

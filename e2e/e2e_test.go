@@ -191,11 +191,7 @@ template {
 func TestUpgrade_NewPluginVersionKeepsStateAndServesCreds(t *testing.T) {
 	requireVault(t)
 	t.Parallel()
-	fake := startFake(t, fakeupstream.Options{})
-	v := startDevVault(t)
-	v.registerPlugin(pluginV1)
-	v.enable("mapsindoors", pluginV1)
-	v.configure("mapsindoors", fake, map[string]any{"rotation_period": "24h"})
+	v, fake := startMapsIndoorsMount(t, map[string]any{"rotation_period": "24h"})
 	v.mustCLI("write", "mapsindoors/roles/app", "ttl=10m", "scopes=integration")
 	v.mustCLI("write", "-f", "mapsindoors/rotate-root")
 	readCreds(t, v, fake, "mapsindoors", "app")
@@ -266,11 +262,7 @@ func TestRestart_PersistentStorageKeepsConfigRolesAndPendingDeletions(t *testing
 func TestGrace_ReplacedSecretWorksUntilTheGraceEnds(t *testing.T) {
 	requireVault(t)
 	t.Parallel()
-	fake := startFake(t, fakeupstream.Options{})
-	v := startDevVault(t)
-	v.registerPlugin(pluginV1)
-	v.enable("mapsindoors", pluginV1)
-	v.configure("mapsindoors", fake, map[string]any{"previous_secret_grace": "30s"})
+	v, fake := startMapsIndoorsMount(t, map[string]any{"previous_secret_grace": "30s"})
 	old := fake.Credentials()
 
 	rot := dataOf(t, v.cliJSON("write", "-f", "mapsindoors/rotate-root"))
