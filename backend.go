@@ -77,11 +77,11 @@ type backend struct {
 	// or spent share one upstream request.
 	flight singleflight.Group
 
-	// writeMu serializes every change to the stored config (config writes,
+	// writeLock serializes every change to the stored config (config writes,
 	// rotations, rotation rollbacks), so that a rotation never writes over a
 	// config changed while it talked to the upstream. It is never taken on
 	// the creds read path.
-	writeMu sync.Mutex
+	writeLock chan struct{}
 
 	// verifyBackoff are the waits between attempts to log in with a newly
 	// created secret before a rotation gives up on it.
@@ -99,6 +99,7 @@ func newBackend() *backend {
 
 		verifyBackoff:   []time.Duration{500 * time.Millisecond, 2 * time.Second},
 		rotationTimeout: defaultRotationTimeout,
+		writeLock:       make(chan struct{}, 1),
 	}
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
@@ -122,6 +123,22 @@ func newBackend() *backend {
 		RunningVersion:    Version,
 	}
 	return b
+}
+
+// lockWrites takes the write lock, or gives up when ctx ends first: a
+// caller who left does not queue a config change or a rotation behind one
+// that is under way. unlock releases it.
+func (b *backend) lockWrites(ctx context.Context) (unlock func(), err error) {
+	select {
+	case b.writeLock <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("another config change or rotation is under way on this mount; try again: %w", ctx.Err())
+	}
+	if err := ctx.Err(); err != nil {
+		<-b.writeLock
+		return nil, fmt.Errorf("the request ended while it waited for another config change or rotation: %w", err)
+	}
+	return func() { <-b.writeLock }, nil
 }
 
 // reset drops the cached config, client and tokens; the next request

@@ -91,8 +91,11 @@ func formatTime(t time.Time) string {
 }
 
 func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	b.writeMu.Lock()
-	defer b.writeMu.Unlock()
+	unlock, err := b.lockWrites(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 
 	stored, err := getConfig(ctx, req.Storage)
 	if err != nil {
@@ -121,6 +124,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if cfg.ClientSecret != before.ClientSecret || cfg.Password != before.Password {
 		cfg.SecretSetAt = now
 	}
+	// Whatever made scheduled rotations fail, the operator may just have
+	// fixed it: the next one need not wait out the backoff.
+	cfg.Rotation.NextRetry = time.Time{}
 
 	var warnings []string
 	_, idGiven := d.GetOk("client_secret_id")
@@ -149,8 +155,11 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 }
 
 func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	b.writeMu.Lock()
-	defer b.writeMu.Unlock()
+	unlock, err := b.lockWrites(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	if err := req.Storage.Delete(ctx, configStoragePath); err != nil {
 		return nil, fmt.Errorf("delete config: %w", err)
 	}

@@ -103,24 +103,30 @@ func TestRotateRoot_FailureBeforeStoreChangesNothing(t *testing.T) {
 		name     string
 		setup    func(e *testEnv)
 		mentions string
+		// walKept: the outcome upstream is not known yet, so the WAL stays
+		// for Vault's rollback to look again later.
+		walKept bool
 	}{
 		{"step 3: login with the current secret refused", func(e *testEnv) {
 			e.fake.InjectFault(fakeupstream.EndpointToken, fakeupstream.Fault{Status: 401, Code: "invalid_client"})
-		}, `HTTP 401, OAuth2 error "invalid_client"`},
-		{"step 3: create refused", func(e *testEnv) {
+		}, `HTTP 401, OAuth2 error "invalid_client"`, false},
+		{"step 3: create refused with a 400", func(e *testEnv) {
+			e.fake.InjectFault(fakeupstream.EndpointCreateSecret, fakeupstream.Fault{Status: 400, Code: "invalid_request"})
+		}, "create client secret", false},
+		{"step 3: create failed with a 500", func(e *testEnv) {
 			e.fake.InjectFault(fakeupstream.EndpointCreateSecret, fakeupstream.Fault{Status: 500})
-		}, "create client secret"},
+		}, "create client secret", true},
 		{"step 3: create answer malformed", func(e *testEnv) {
 			e.fake.InjectFault(fakeupstream.EndpointCreateSecret, fakeupstream.Fault{Malformed: true})
-		}, "create client secret"},
+		}, "create client secret", true},
 		{"step 4: the new secret does not log in", func(e *testEnv) {
 			// The first token request is the login for the create; the next
 			// three are every attempt with the new secret.
 			e.fake.InjectFault(fakeupstream.EndpointToken, fakeupstream.Fault{After: 1, Times: 3, Status: 400, Code: "invalid_client"})
-		}, "log in with the new client secret"},
+		}, "log in with the new client secret", false},
 		{"step 5: storing the new secret fails", func(e *testEnv) {
 			e.storage = &failingStorage{Storage: e.storage, failPut: func(k string) bool { return k == configStoragePath }}
-		}, "storage is down"},
+		}, "storage is down", true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -139,14 +145,26 @@ func TestRotateRoot_FailureBeforeStoreChangesNothing(t *testing.T) {
 
 			after := e.storedConfig(t)
 			require.Equal(t, before, withoutRotationStatus(after), "the stored config is exactly as it was, but for the rotation status")
-			if _, storageDown := e.storage.(*failingStorage); !storageDown {
+			if fs, storageDown := e.storage.(*failingStorage); storageDown {
+				e.storage = fs.Storage
+			} else {
 				require.Equal(t, 1, after.Rotation.ConsecutiveFailures)
 				require.Contains(t, after.Rotation.LastError, tc.mentions)
 			}
-			require.Equal(t, beforeIDs, secretIDs(e.fake), "what the rotation created upstream is deleted")
 			require.True(t, e.fake.SecretWorks(before.ClientSecret))
-			require.Empty(t, e.wals(t), "a cleanup that worked drops the WAL")
 			require.Contains(t, e.logs.String(), "rotation failed")
+			if !tc.walKept {
+				require.Empty(t, e.wals(t), "nothing is left to look for: the WAL is dropped at once")
+				require.Equal(t, beforeIDs, secretIDs(e.fake), "what the rotation created upstream is deleted at once")
+				return
+			}
+			require.Len(t, e.wals(t), 1)
+			e.fake.ClearFaults()
+			e.ageWALs(t)
+			e.rollback(t)
+			require.Empty(t, e.wals(t))
+			require.Equal(t, beforeIDs, secretIDs(e.fake), "what the rotation created upstream is deleted by the rollback")
+			require.True(t, e.fake.SecretWorks(before.ClientSecret))
 		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"time"
 
@@ -15,14 +16,16 @@ import (
 )
 
 const (
-	// defaultRotationTimeout bounds a whole rotation: every upstream call,
-	// every storage write and every wait between attempts. It is detached
-	// from the request, so a caller that gives up does not stop a rotation
-	// half way, and it bounds how long the config's write lock is held.
+	// defaultRotationTimeout bounds the steps of a rotation: every upstream
+	// call, every storage write and every wait between attempts. It is
+	// detached from the request, so a caller that gives up does not stop a
+	// rotation half way.
 	defaultRotationTimeout = time.Minute
-	// settleTimeout bounds what a rotation does after its deadline to
-	// learn or clean up what it left: re-reading the config after an
-	// ambiguous write, deleting a secret it created but did not store.
+	// settleTimeout is what a rotation has past its deadline, all told, to
+	// learn and clean up what it left: reading the config back after a
+	// write that reported failure, deleting a secret it created but did not
+	// store, recording its failure. With the deadline it bounds how long
+	// the write lock is held (75 s), below Vault's 90 s request limit.
 	settleTimeout = 15 * time.Second
 
 	triggerManual   = "manual"
@@ -41,6 +44,23 @@ type rotationResult struct {
 	Warnings            []string
 }
 
+// rotationRun is one rotation under way: its deadlines, its log and what it
+// has done so far.
+type rotationRun struct {
+	b *backend
+	s logical.Storage
+	// ctx bounds the steps; settle bounds what comes after them.
+	ctx, settle context.Context
+	log         hclog.Logger
+	started     time.Time
+
+	stored *config // as read at the start, under the write lock
+	cfg    *config // stored, resolved
+	client upstream.Client
+	walID  string
+	wal    rotateWAL
+}
+
 // rotateRoot replaces the stored client secret.
 func (b *backend) rotateRoot(ctx context.Context, s logical.Storage, mount, trigger string) (*rotationResult, error) {
 	return b.rotateRootIf(ctx, s, mount, trigger, nil)
@@ -51,21 +71,26 @@ func (b *backend) rotateRoot(ctx context.Context, s logical.Storage, mount, trig
 // rotation just satisfied does not); it returns nil, nil when not. A
 // failure is recorded in the config's rotation status.
 func (b *backend) rotateRootIf(ctx context.Context, s logical.Storage, mount, trigger string, wanted func(*config) bool) (*rotationResult, error) {
-	b.writeMu.Lock()
-	defer b.writeMu.Unlock()
+	unlock, err := b.lockWrites(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.rotationTimeout)
 	defer cancel()
-	log := b.Logger().With("mount", mount, "trigger", trigger)
+	settle, cancelSettle := context.WithTimeout(context.WithoutCancel(ctx), b.rotationTimeout+settleTimeout)
+	defer cancelSettle()
+	r := &rotationRun{b: b, s: s, ctx: rctx, settle: settle, log: b.Logger().With("mount", mount, "trigger", trigger), started: b.now().UTC()}
 
-	res, err := b.rotateLocked(rctx, s, log, mount, wanted)
+	res, err := r.run(mount, wanted)
 	var ue userError
 	if err != nil && !errors.As(err, &ue) {
-		b.recordRotationFailure(ctx, s, log, trigger, err)
+		r.recordFailure(trigger, err)
 	}
 	return res, err
 }
 
-// rotateLocked does the steps, numbered as in the README:
+// run does the steps, numbered as in the README:
 //
 //  1. (the caller made sure this node can write storage);
 //  2. write a write-ahead log entry with a random marker;
@@ -78,12 +103,12 @@ func (b *backend) rotateRootIf(ctx context.Context, s logical.Storage, mount, tr
 //  7. delete the pending deletions that are due, logged in with the new
 //     secret.
 //
-// Until step 5 a failure leaves the config as it was and deletes what was
-// created (now, or by the rollback). From step 5 on, the new secret is the
-// stored one, and the replaced one can no longer be forgotten: the
-// periodic function deletes what step 7 could not.
-func (b *backend) rotateLocked(ctx context.Context, s logical.Storage, log hclog.Logger, mount string, wanted func(*config) bool) (*rotationResult, error) {
-	stored, err := getConfig(ctx, s)
+// Until step 5 a failure leaves the config as it was, and what was created
+// is deleted now or by the rollback, which the WAL lets find it. From step
+// 5 on, the new secret is the stored one, and the replaced one can no
+// longer be forgotten: the periodic function deletes what step 7 did not.
+func (r *rotationRun) run(mount string, wanted func(*config) bool) (*rotationResult, error) {
+	stored, err := getConfig(r.ctx, r.s)
 	if err != nil {
 		return nil, err
 	}
@@ -93,112 +118,216 @@ func (b *backend) rotateLocked(ctx context.Context, s logical.Storage, log hclog
 	if wanted != nil && !wanted(stored) {
 		return nil, nil
 	}
-	cfg := stored.resolved()
-	if err := canRotate(cfg); err != nil {
+	r.stored, r.cfg = stored, stored.resolved()
+	if err := canRotate(r.cfg); err != nil {
 		return nil, err
 	}
-	client, err := b.newClient(cfg.clientConfig())
-	if err != nil {
+	if r.client, err = r.b.newClient(r.cfg.clientConfig()); err != nil {
 		return nil, fmt.Errorf("build upstream client: %w", err)
 	}
-	defer client.Close()
+	defer r.client.Close()
 
 	// 2. The write-ahead log goes first, so that even a crash right after
 	// the create leaves something that finds the new secret.
-	wal := rotateWAL{Marker: newMarker(), PreviousID: cfg.ClientSecretID, StartedAt: b.now().UTC()}
-	walID, err := framework.PutWAL(ctx, s, walKindRotateRoot, &wal)
-	if err != nil {
+	r.wal = rotateWAL{Marker: newMarker(), PreviousID: r.cfg.ClientSecretID, StartedAt: r.started}
+	if r.walID, err = framework.PutWAL(r.ctx, r.s, walKindRotateRoot, &r.wal); err != nil {
 		return nil, fmt.Errorf("write the rotation's write-ahead log: %w", err)
 	}
-	log.Info("rotation started", "previous_client_secret_id", cfg.ClientSecretID)
+	r.log.Info("rotation started", "previous_client_secret_id", r.cfg.ClientSecretID)
 
-	// 3. Create the new secret.
-	created, err := withTimeout(ctx, cfg.RequestTimeout, func(ctx context.Context) (*upstream.ClientSecret, error) {
-		return client.CreateClientSecret(ctx, rotationDescriptionPrefix+wal.Marker)
+	// 3. Create the new secret, unless this node lost the right to write
+	// meanwhile (a step-down): nothing is created that it could not store.
+	if !r.b.WriteSafeReplicationState() {
+		return nil, logical.ErrReadOnly
+	}
+	created, err := withTimeout(r.ctx, r.cfg.RequestTimeout, func(ctx context.Context) (*upstream.ClientSecret, error) {
+		return r.client.CreateClientSecret(ctx, rotationDescriptionPrefix+r.wal.Marker)
 	})
 	if err != nil {
-		b.abandonRotation(ctx, s, client, cfg, walID, wal, log)
-		log.Error("rotation failed: creating the new client secret", "error", err)
+		r.abandonUnknownCreate(err)
+		r.log.Error("rotation failed: creating the new client secret", "error", err)
 		return nil, fmt.Errorf("create the new client secret: %w", err)
 	}
-	log = log.With("new_client_secret_id", created.ID)
+	r.log = r.log.With("new_client_secret_id", created.ID)
 
 	// 4. Prove it before anything depends on it.
-	next := cfg.clone()
+	next := r.cfg.clone()
 	next.ClientSecret = created.Secret
-	if err := b.verifySecret(ctx, next); err != nil {
-		b.abandonRotation(ctx, s, client, cfg, walID, wal, log)
-		log.Error("rotation failed: the new client secret does not log in", "error", err)
+	if err := r.b.verifySecret(r.ctx, next); err != nil {
+		r.abandonCreated(created.ID)
+		r.log.Error("rotation failed: the new client secret does not log in", "error", err)
 		return nil, fmt.Errorf("log in with the new client secret %s: %w", created.ID, err)
 	}
 
-	// 5. Store it with the replaced secret as a pending deletion, in one
-	// write: whatever happens next, the config names every secret that
-	// is still Vault's to delete.
-	now := b.now().UTC()
-	updated := stored.clone()
-	updated.ClientSecret = created.Secret
-	updated.ClientSecretID = created.ID
-	updated.PreviousClientSecretID = cfg.ClientSecretID
-	updated.LastRotated = now
-	updated.SecretSetAt = now
-	updated.Rotation = rotationStatus{}
-	if cfg.ClientSecretID != "" {
-		updated.PendingDeletions = append(updated.PendingDeletions,
-			pendingDeletion{ID: cfg.ClientSecretID, ReplacedAt: now, DueAt: now.Add(cfg.PreviousSecretGrace)})
+	// 5. Store it.
+	now, err := r.store(created)
+	if err != nil {
+		return nil, err
 	}
-	if err := putConfig(ctx, s, updated); err != nil {
-		// A write can commit and still report failure (a deadline that
-		// fires after the commit, a leadership change during apply): what
-		// to do next depends on what storage holds, not on the snapshot.
-		switch b.storedSecretID(ctx, s) {
-		case created.ID:
-			log.Warn("storing the new client secret reported a failure, but the config holds it", "error", err)
-		case cfg.ClientSecretID:
-			b.abandonRotation(ctx, s, client, cfg, walID, wal, log)
-			log.Error("rotation failed: storing the new client secret", "error", err)
-			return nil, err
-		default:
-			b.reset()
-			log.Error("rotation stopped: storing the new client secret reported a failure and the config cannot be read back; "+
-				"the write-ahead log rollback settles it", "error", err)
-			return nil, fmt.Errorf("%w; whether the new client secret %s was stored is not known yet: Vault's write-ahead log rollback settles it within about %s",
-				err, created.ID, walRollbackMinAge)
-		}
-	}
-	b.reset()
-	res := &rotationResult{ClientSecretID: created.ID, PreviousClientSecretID: cfg.ClientSecretID, RotatedAt: now}
+	res := &rotationResult{ClientSecretID: created.ID, PreviousClientSecretID: r.cfg.ClientSecretID, RotatedAt: now}
 
 	// 6. Nothing is left for the rollback: the new secret is stored, and
 	// the one it replaced is in the config's pending deletions.
-	if err := framework.DeleteWAL(ctx, s, walID); err != nil {
-		log.Warn("rotation stored the new client secret, but its write-ahead log entry was not deleted; the rollback will find nothing to do", "error", err)
+	if err := framework.DeleteWAL(r.ctx, r.s, r.walID); err != nil {
+		r.log.Warn("rotation stored the new client secret, but its write-ahead log entry was not deleted; the rollback will find nothing to do", "error", err)
 	}
 
-	// 7. Delete what is due, the replaced secret first of all unless it
-	// has a grace period. Only a secret whose id Vault was given is Vault's
-	// to delete.
-	if cfg.ClientSecretID == "" {
-		res.Warnings = append(res.Warnings, "client_secret_id was not set, so the previous client secret was not deleted "+
-			"and is still live upstream; delete it once nothing uses it ("+mount+"client-secrets lists the ids)")
-		log.Warn("rotation stored the new client secret; the previous one has no known id and is not deleted")
-	} else {
-		deleted, err := b.deletePendingLocked(ctx, s, log)
-		res.PreviousDeleted = slices.Contains(deleted, cfg.ClientSecretID)
-		switch {
-		case res.PreviousDeleted:
-		case err != nil:
-			res.PreviousDeletionDue = now
-			res.Warnings = append(res.Warnings, fmt.Sprintf("the new client secret %s is stored and in use, but deleting the previous one, %s, failed "+
-				"and it is still live upstream; Vault retries the delete about once a minute (%v)", created.ID, cfg.ClientSecretID, err))
-			log.Error("rotation stored the new client secret, but the previous one is still live upstream",
-				"previous_client_secret_id", cfg.ClientSecretID, "error", err)
-		default:
-			res.PreviousDeletionDue = now.Add(cfg.PreviousSecretGrace)
+	// 7. Delete what is due.
+	r.deleteReplaced(res)
+	r.log.Info("rotation done", "previous_client_secret_id", r.cfg.ClientSecretID, "previous_deleted", res.PreviousDeleted)
+	return res, nil
+}
+
+// store writes the new secret with the secret it replaces as a pending
+// deletion, in one write: whatever happens next, the config names every
+// secret that is still Vault's to delete. A write can commit and still
+// report failure (a deadline that fires after the commit, a leadership
+// change during apply), so what follows a failure depends on what storage
+// holds, not on the snapshot.
+func (r *rotationRun) store(created *upstream.ClientSecret) (time.Time, error) {
+	now := r.b.now().UTC()
+	updated := r.stored.clone()
+	updated.ClientSecret = created.Secret
+	updated.ClientSecretID = created.ID
+	updated.PreviousClientSecretID = r.cfg.ClientSecretID
+	// The schedule counts from the rotation's start, so a rotation that
+	// takes a while does not push the next one a whole tick later.
+	updated.LastRotated = r.started
+	updated.SecretSetAt = now
+	updated.Rotation = rotationStatus{}
+	if r.cfg.ClientSecretID != "" {
+		updated.PendingDeletions = append(updated.PendingDeletions,
+			pendingDeletion{ID: r.cfg.ClientSecretID, ReplacedAt: now, DueAt: now.Add(r.cfg.PreviousSecretGrace)})
+	}
+	err := putConfig(r.ctx, r.s, updated)
+	if err == nil {
+		r.b.reset()
+		return now, nil
+	}
+
+	switch r.b.storedSecretID(r.settle, r.s) {
+	case created.ID:
+		r.log.Warn("storing the new client secret reported a failure, but the config holds it", "error", err)
+		r.b.reset()
+		return now, nil
+	case r.cfg.ClientSecretID:
+		// A read-back can be stale (a node that lost leadership has not
+		// applied what the new leader commits): only a write that succeeds
+		// after the failed one proves the failed one can no longer land.
+		if r.b.fenceConfig(r.settle, r.s) {
+			r.abandonCreated(created.ID)
+			r.log.Error("rotation failed: storing the new client secret", "error", err)
+			return now, err
 		}
 	}
-	log.Info("rotation done", "previous_client_secret_id", cfg.ClientSecretID, "previous_deleted", res.PreviousDeleted)
-	return res, nil
+	r.b.reset()
+	r.log.Error("rotation stopped: storing the new client secret reported a failure and what storage holds cannot be settled; "+
+		"the write-ahead log rollback settles it", "error", err)
+	return now, fmt.Errorf("%w; whether the new client secret %s was stored is not known yet: Vault's write-ahead log rollback settles it within about %s",
+		err, created.ID, walRollbackMinAge)
+}
+
+// deleteReplaced is step 7: the replaced secret is deleted now unless it
+// has a grace period. Only a secret whose id Vault was given is Vault's
+// to delete.
+func (r *rotationRun) deleteReplaced(res *rotationResult) {
+	previous := r.cfg.ClientSecretID
+	if previous == "" {
+		res.Warnings = append(res.Warnings, "client_secret_id was not set, so the previous client secret was not deleted "+
+			"and is still live upstream; delete it once nothing uses it (client-secrets lists the ids)")
+		r.log.Warn("rotation stored the new client secret; the previous one has no known id and is not deleted")
+		return
+	}
+	deleted, err := r.b.deletePendingLocked(r.ctx, r.s, r.log)
+	res.PreviousDeleted = slices.Contains(deleted, previous)
+	switch {
+	case res.PreviousDeleted:
+	case err != nil:
+		res.PreviousDeletionDue = res.RotatedAt
+		res.Warnings = append(res.Warnings, fmt.Sprintf("the new client secret %s is stored and in use, but deleting the previous one, %s, failed "+
+			"and it is still live upstream; Vault retries the delete about once a minute (%v)", res.ClientSecretID, previous, err))
+		r.log.Error("rotation stored the new client secret, but the previous one is still live upstream",
+			"previous_client_secret_id", previous, "error", err)
+	default:
+		res.PreviousDeletionDue = res.RotatedAt.Add(r.cfg.PreviousSecretGrace)
+	}
+}
+
+// abandonCreated deletes a secret the rotation created and knows but did
+// not store, logged in with the current secret, and drops the WAL when
+// that worked; otherwise the WAL stays for the rollback.
+func (r *rotationRun) abandonCreated(id string) {
+	err := withTimeoutErr(r.settle, r.cfg.RequestTimeout, func(ctx context.Context) error {
+		return r.client.DeleteClientSecret(ctx, id)
+	})
+	if err != nil {
+		r.log.Warn("could not yet delete the client secret a failed rotation created; the write-ahead log rollback will retry",
+			"marker", r.wal.Marker, "error", err)
+		return
+	}
+	r.dropWAL()
+}
+
+// abandonUnknownCreate cleans up after a create that failed. When the
+// upstream refused it (or the login before it), nothing was created. When
+// the outcome is unknown (a timeout, a lost connection, a 5xx), the secret
+// may exist now or only in a moment: what a listing finds is deleted, and
+// unless it found one the WAL stays, so the rollback looks again later.
+func (r *rotationRun) abandonUnknownCreate(cause error) {
+	if createRefused(cause) {
+		r.dropWAL()
+		return
+	}
+	deleted, err := deleteUnstored(r.settle, r.client, r.cfg, r.wal)
+	if err != nil || len(deleted) == 0 {
+		r.log.Warn("a failed create may still leave a secret upstream; the write-ahead log rollback looks for it later",
+			"marker", r.wal.Marker, "error", err)
+		return
+	}
+	r.dropWAL()
+}
+
+// createRefused says the upstream answered the create (or the login it
+// needs) with a refusal, so no secret was made.
+func createRefused(err error) bool {
+	var ue *upstream.Error
+	if !errors.As(err, &ue) {
+		return false
+	}
+	if ue.Op == "token request" {
+		return true // the login failed: the create was never sent
+	}
+	return ue.StatusCode >= 400 && ue.StatusCode < 500 &&
+		ue.StatusCode != http.StatusRequestTimeout && ue.StatusCode != http.StatusTooManyRequests
+}
+
+func (r *rotationRun) dropWAL() {
+	if err := framework.DeleteWAL(r.settle, r.s, r.walID); err != nil {
+		r.log.Warn("could not delete the write-ahead log entry of a failed rotation; the rollback drops it", "error", err)
+	}
+}
+
+// recordFailure keeps a failed rotation's error (never a secret: upstream
+// errors carry none) and, for a scheduled one, when to retry.
+func (r *rotationRun) recordFailure(trigger string, cause error) {
+	stored, err := getConfig(r.settle, r.s)
+	if err != nil || stored == nil {
+		r.log.Warn("rotation failed, and its failure could not be recorded", "error", cause)
+		return
+	}
+	now := r.b.now().UTC()
+	updated := stored.clone()
+	updated.Rotation.LastError = cause.Error()
+	updated.Rotation.LastErrorAt = now
+	updated.Rotation.ConsecutiveFailures++
+	if trigger == triggerSchedule {
+		updated.Rotation.NextRetry = now.Add(scheduleBackoff(updated.Rotation.ConsecutiveFailures))
+	}
+	if err := putConfig(r.settle, r.s, updated); err != nil {
+		r.log.Warn("could not record a failed rotation", "error", err)
+	}
+	r.log.Warn("rotation failed; the current client secret stays in use",
+		"consecutive_failures", updated.Rotation.ConsecutiveFailures, "next_retry", formatTime(updated.Rotation.NextRetry), "error", cause)
 }
 
 // canRotate refuses, as a 400, configs that have no secret API to rotate
@@ -243,11 +372,9 @@ func (b *backend) verifySecret(ctx context.Context, cfg *config) error {
 	}
 }
 
-// storedSecretID reads back the id of the stored secret with a fresh,
-// bounded context; "\x00" when it cannot be read.
+// storedSecretID reads back the id of the stored secret; "\x00" when it
+// cannot be read.
 func (b *backend) storedSecretID(ctx context.Context, s logical.Storage) string {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-	defer cancel()
 	stored, err := getConfig(ctx, s)
 	if err != nil || stored == nil {
 		return "\x00"
@@ -255,46 +382,15 @@ func (b *backend) storedSecretID(ctx context.Context, s logical.Storage) string 
 	return stored.ClientSecretID
 }
 
-// abandonRotation deletes what a rotation that did not store its secret
-// may have created, logged in with the current secret, and drops the WAL
-// when that worked. When it did not, the WAL stays and Vault's rollback
-// tries again later.
-func (b *backend) abandonRotation(ctx context.Context, s logical.Storage, client upstream.Client, cfg *config, walID string, wal rotateWAL, log hclog.Logger) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-	defer cancel()
-	if _, err := deleteUnstored(ctx, client, cfg, wal); err != nil {
-		log.Warn("could not yet delete the client secret a failed rotation created; the write-ahead log rollback will retry",
-			"marker", wal.Marker, "error", err)
-		return
-	}
-	if err := framework.DeleteWAL(ctx, s, walID); err != nil {
-		log.Warn("could not delete the write-ahead log entry of a failed rotation", "error", err)
-	}
-}
-
-// recordRotationFailure keeps a failed rotation's error (never a secret:
-// upstream errors carry none) and, for a scheduled one, when to retry.
-func (b *backend) recordRotationFailure(ctx context.Context, s logical.Storage, log hclog.Logger, trigger string, cause error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-	defer cancel()
+// fenceConfig writes the config it reads back and reports whether storage
+// took that write: after it, an earlier write that reported failure can no
+// longer become the stored config.
+func (b *backend) fenceConfig(ctx context.Context, s logical.Storage) bool {
 	stored, err := getConfig(ctx, s)
 	if err != nil || stored == nil {
-		log.Warn("rotation failed, and its failure could not be recorded", "error", cause)
-		return
+		return false
 	}
-	now := b.now().UTC()
-	updated := stored.clone()
-	updated.Rotation.LastError = cause.Error()
-	updated.Rotation.LastErrorAt = now
-	updated.Rotation.ConsecutiveFailures++
-	if trigger == triggerSchedule {
-		updated.Rotation.NextRetry = now.Add(scheduleBackoff(updated.Rotation.ConsecutiveFailures))
-	}
-	if err := putConfig(ctx, s, updated); err != nil {
-		log.Warn("could not record a failed rotation", "error", err)
-	}
-	log.Warn("rotation failed; the current client secret stays in use",
-		"consecutive_failures", updated.Rotation.ConsecutiveFailures, "next_retry", formatTime(updated.Rotation.NextRetry), "error", cause)
+	return putConfig(ctx, s, stored) == nil
 }
 
 // hasDueDeletions says whether a pending deletion is due at now.
@@ -309,18 +405,25 @@ func (c *config) hasDueDeletions(now time.Time) bool {
 
 // deletePending deletes the replaced secrets whose grace has passed.
 func (b *backend) deletePending(ctx context.Context, s logical.Storage, mount string) {
-	b.writeMu.Lock()
-	defer b.writeMu.Unlock()
+	log := b.Logger().With("mount", mount)
+	unlock, err := b.lockWrites(ctx)
+	if err != nil {
+		log.Debug("deleting replaced client secrets waits for the next run", "error", err)
+		return
+	}
+	defer unlock()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.rotationTimeout)
 	defer cancel()
-	if _, err := b.deletePendingLocked(ctx, s, b.Logger().With("mount", mount)); err != nil {
-		b.Logger().Warn("deleting a replaced client secret failed; retried about once a minute", "mount", mount, "error", err)
+	if _, err := b.deletePendingLocked(ctx, s, log); err != nil {
+		log.Warn("deleting a replaced client secret failed; retried about once a minute", "error", err)
 	}
 }
 
 // deletePendingLocked deletes the due pending deletions, logged in with
-// the stored secret, and takes them off the config. A secret the upstream
-// no longer lists is taken off too; the stored secret is never deleted.
+// the stored secret, and takes them off the config: each once the upstream
+// confirms it is gone (deleted now, or 404 as deleted before). The stored
+// secret is never deleted, and nothing is while the stored secret has no
+// id, since then any pending id may be the one the mount holds.
 func (b *backend) deletePendingLocked(ctx context.Context, s logical.Storage, log hclog.Logger) ([]string, error) {
 	stored, err := getConfig(ctx, s)
 	if err != nil || stored == nil || len(stored.PendingDeletions) == 0 {
@@ -328,44 +431,38 @@ func (b *backend) deletePendingLocked(ctx context.Context, s logical.Storage, lo
 	}
 	cfg := stored.resolved()
 	if cfg.ClientSecretID == "" {
-		// The operator stored a secret without its id: any pending id may
-		// be the secret the mount now holds.
 		return nil, errors.New("the stored client secret has no client_secret_id, so Vault cannot tell which secret it holds " +
 			"and deletes none; write client_secret_id to config")
 	}
-	if !stored.hasDueDeletions(b.now()) {
-		return nil, nil
-	}
 	now := b.now()
-	client, err := b.newClient(cfg.clientConfig())
-	if err != nil {
-		return nil, err
-	}
-	defer client.Close()
-	listed, err := withTimeout(ctx, cfg.RequestTimeout, client.ListClientSecrets)
-	if err != nil {
-		return nil, err
-	}
-	live := map[string]bool{}
-	for _, cs := range listed {
-		live[cs.ID] = true
-	}
-
 	var done []string
-	var deleteErr error
+	var due []pendingDeletion
 	for _, p := range stored.PendingDeletions {
 		switch {
-		case p.ID == cfg.ClientSecretID || !live[p.ID]:
-			done = append(done, p.ID)
-		case now.Before(p.DueAt) || deleteErr != nil:
-		default:
-			deleteErr = withTimeoutErr(ctx, cfg.RequestTimeout, func(ctx context.Context) error {
+		case p.ID == cfg.ClientSecretID:
+			done = append(done, p.ID) // the mount holds it again: not Vault's to delete
+		case !now.Before(p.DueAt):
+			due = append(due, p)
+		}
+	}
+	var deleteErr error
+	if len(due) > 0 {
+		client, err := b.newClient(cfg.clientConfig())
+		if err != nil {
+			return nil, err
+		}
+		defer client.Close()
+		for _, p := range due {
+			err := withTimeoutErr(ctx, cfg.RequestTimeout, func(ctx context.Context) error {
 				return client.DeleteClientSecret(ctx, p.ID)
 			})
-			if deleteErr == nil {
-				done = append(done, p.ID)
-				log.Info("deleted a replaced client secret", "client_secret_id", p.ID)
+			var ue *upstream.Error
+			if err != nil && !(errors.As(err, &ue) && ue.StatusCode == http.StatusNotFound) {
+				deleteErr = err
+				break
 			}
+			done = append(done, p.ID)
+			log.Info("deleted a replaced client secret", "client_secret_id", p.ID)
 		}
 	}
 	if len(done) > 0 {
@@ -374,7 +471,7 @@ func (b *backend) deletePendingLocked(ctx context.Context, s logical.Storage, lo
 			return slices.Contains(done, p.ID)
 		})
 		if err := putConfig(ctx, s, updated); err != nil {
-			// They are gone upstream; the next pass finds them unlisted.
+			// They are gone upstream; the next pass gets a 404 for each.
 			log.Warn("deleted replaced client secrets, but could not take them off the config yet", "error", err)
 		}
 	}

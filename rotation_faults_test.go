@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -195,12 +197,27 @@ func TestWriteLock_AConfigWriteGivesUpWithItsOwnContext(t *testing.T) {
 	require.Less(t, waited, 2*time.Second, "a config write waited for the write lock past its own deadline")
 }
 
-// LastRotated is taken after create+verify, so a 1m period with a
-// rotation that takes 7 s is not due at the next tick.
+// A rotation_period counts from when a rotation began, so one that takes a
+// while does not push the next a whole tick later: a 1m period whose
+// rotation took 7 s is due again at the next tick.
 func TestScheduledRotation_PeriodCountsFromTheRotationsStart(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
 	tick := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	c := &config{RotationPeriod: time.Minute, ScheduleStart: tick.Add(-time.Hour), LastRotated: tick.Add(7 * time.Second)}
-	require.True(t, c.dueForRotation(tick.Add(60*time.Second)), "the tick after a 1m-period rotation must rotate")
+	clock := &fixedClock{t: tick.Add(-2 * time.Minute)}
+	e.b.now = clock.Now
+	e.configure(t, map[string]any{"rotation_period": "1m"})
+	// The rotation takes 7 s: its create is slow.
+	e.fake.OnRequest(func(ep fakeupstream.Endpoint, _ *http.Request) {
+		if ep == fakeupstream.EndpointCreateSecret {
+			clock.Add(7 * time.Second)
+		}
+	})
+	clock.t = tick
+	e.rollback(t)
+	require.Equal(t, 1, e.fake.Hits(fakeupstream.EndpointCreateSecret))
+	clock.t = tick.Add(time.Minute)
+	e.rollback(t)
+	require.Equal(t, 2, e.fake.Hits(fakeupstream.EndpointCreateSecret), "the tick a period after the last rotation began rotates")
 }
 
 // A rotate-root whose caller gave up while it waited for the write lock
@@ -217,4 +234,104 @@ func TestRotateRoot_AQueuedRotationWhoseCallerLeftDoesNotRun(t *testing.T) {
 	_, _ = e.b.HandleRequest(ctx, &logical.Request{Operation: logical.UpdateOperation, Path: "rotate-root", Storage: e.storage, MountPoint: "mapsindoors/"})
 	<-done
 	require.Equal(t, 1, e.fake.Hits(fakeupstream.EndpointCreateSecret), "the second caller had given up before the lock was free")
+}
+
+// noWALDeleteStorage cannot delete WAL entries: a rotation's step 6 fails
+// and its WAL stays behind.
+type noWALDeleteStorage struct{ logical.Storage }
+
+func (s noWALDeleteStorage) Delete(ctx context.Context, key string) error {
+	if strings.HasPrefix(key, "wal/") {
+		return errors.New("storage is down")
+	}
+	return s.Storage.Delete(ctx, key)
+}
+
+// The rollback of a rotation whose secret was stored and later replaced
+// leaves that secret to its grace, and each pending deletion waits for its
+// own due time.
+func TestPendingDeletion_EachWaitsForItsOwnGraceAndTheRollbackLeavesThemAlone(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{TokenLifetime: 48 * time.Hour})
+	start := time.Now()
+	clock := &fixedClock{t: start}
+	e.b.now = clock.Now
+	e.configure(t, map[string]any{"previous_secret_grace": "10m"})
+	s0 := e.fake.Credentials()
+
+	// Rotation A stores S1, but its WAL entry stays behind.
+	real := e.storage
+	e.storage = noWALDeleteStorage{real}
+	_, err := e.rotate(t)
+	require.NoError(t, err)
+	e.storage = real
+	require.Len(t, e.wals(t), 1)
+	s1 := e.storedConfig(t)
+
+	// Five minutes later rotation B stores S2: S0 is due at +10m, S1 at +15m.
+	clock.Add(5 * time.Minute)
+	_, err = e.rotate(t)
+	require.NoError(t, err)
+	s2 := e.storedConfig(t)
+	require.Len(t, s2.PendingDeletions, 2)
+
+	e.ageWALs(t)
+	e.rollback(t)
+	require.Empty(t, e.wals(t))
+	require.True(t, e.fake.SecretWorks(s1.ClientSecret), "rotation A's secret was stored: the rollback leaves it to its grace")
+	require.True(t, e.fake.SecretWorks(s0.ClientSecret))
+
+	clock.t = start.Add(11 * time.Minute)
+	e.rollback(t)
+	require.False(t, e.fake.SecretWorks(s0.ClientSecret), "S0 is due")
+	require.True(t, e.fake.SecretWorks(s1.ClientSecret), "S1 is not due yet")
+
+	clock.t = start.Add(16 * time.Minute)
+	e.rollback(t)
+	require.False(t, e.fake.SecretWorks(s1.ClientSecret))
+	require.Equal(t, []string{s2.ClientSecretID}, secretIDs(e.fake))
+	require.True(t, e.fake.SecretWorks(s2.ClientSecret))
+}
+
+// An operator who goes back to a replaced secret, with its id, keeps it:
+// a pending deletion never deletes the secret the mount holds.
+func TestPendingDeletion_NeverDeletesTheStoredSecret(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{TokenLifetime: 48 * time.Hour})
+	clock := &fixedClock{t: time.Now()}
+	e.b.now = clock.Now
+	e.configure(t, map[string]any{"previous_secret_grace": "10m"})
+	s0 := e.fake.Credentials()
+	_, err := e.rotate(t)
+	require.NoError(t, err)
+	require.Len(t, e.storedConfig(t).PendingDeletions, 1)
+
+	e.writeConfig(t, map[string]any{"client_secret": s0.ClientSecret, "client_secret_id": s0.ClientSecretID})
+	clock.Add(11 * time.Minute)
+	e.rollback(t)
+	require.True(t, e.fake.SecretWorks(s0.ClientSecret), "the stored secret is never deleted")
+	require.Empty(t, e.storedConfig(t).PendingDeletions, "and no longer pending")
+	e.role(t, "app", nil)
+	e.read(t, "creds/app")
+}
+
+// A rotation stored S1 but left its WAL entry; the operator then blanks
+// client_secret_id. S1 carries the rotation's marker and is the stored
+// secret: the rollback must not delete it.
+func TestRollback_NeverDeletesAMarkedSecretTheMountMayHold(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	e.configure(t, nil)
+	real := e.storage
+	e.storage = noWALDeleteStorage{real}
+	_, err := e.rotate(t)
+	require.NoError(t, err)
+	e.storage = real
+	s1 := e.storedConfig(t)
+
+	e.writeConfig(t, map[string]any{"client_secret_id": ""})
+	require.Empty(t, e.storedConfig(t).ClientSecretID)
+	e.ageWALs(t)
+	e.rollback(t)
+	require.Empty(t, e.wals(t))
+	require.True(t, e.fake.SecretWorks(s1.ClientSecret), "the secret the mount holds is never deleted")
+	e.role(t, "app", nil)
+	e.read(t, "creds/app")
 }

@@ -56,8 +56,11 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 		return nil
 	}
 
-	b.writeMu.Lock()
-	defer b.writeMu.Unlock()
+	unlock, err := b.lockWrites(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	stored, err := getConfig(ctx, req.Storage)
 	if err != nil {
 		return err
@@ -69,11 +72,12 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 		return nil
 	}
 	cfg := stored.resolved()
-	if cfg.ClientSecretID == "" {
-		// The operator stored a secret without its id: any marked secret
-		// may be the one the mount holds.
+	if cfg.ClientSecretID == "" && !cfg.unchangedSince(wal.StartedAt) {
+		// The stored secret has no id and was written or rotated in since
+		// this rotation began: it may be the very secret it created.
 		log.Warn("dropping a rotation write-ahead log entry without deleting anything: the stored client secret has no " +
-			"client_secret_id, so Vault cannot tell which secret it holds; a secret whose description ends in the marker may be left upstream")
+			"client_secret_id and changed since the rotation began, so Vault cannot tell whether it is the one the rotation created; " +
+			"a secret whose description ends in the marker may be left upstream (client-secrets lists them)")
 		return nil
 	}
 	client, err := b.newClient(cfg.clientConfig())
@@ -115,6 +119,13 @@ func deleteUnstored(ctx context.Context, client upstream.Client, cfg *config, wa
 		deleted = append(deleted, cs.ID)
 	}
 	return deleted, nil
+}
+
+// unchangedSince says the stored secret was neither written nor rotated in
+// at or after t: then no secret a rotation that began at t created can be
+// the stored one, id or not.
+func (c *config) unchangedSince(t time.Time) bool {
+	return c.SecretSetAt.Before(t) && c.LastRotated.Before(t)
 }
 
 func newMarker() string {
