@@ -160,10 +160,26 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ 
 		return nil, err
 	}
 	defer unlock()
+	stored, err := getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
 	if err := req.Storage.Delete(ctx, configStoragePath); err != nil {
 		return nil, fmt.Errorf("delete config: %w", err)
 	}
 	b.reset()
 	b.Logger().Info("config deleted", "mount", req.MountPoint)
-	return nil, nil
+	if stored == nil || len(stored.PendingDeletions) == 0 {
+		return nil, nil
+	}
+	// Vault no longer has a credential to delete them with.
+	ids := make([]string, len(stored.PendingDeletions))
+	for i, p := range stored.PendingDeletions {
+		ids[i] = p.ID
+	}
+	b.Logger().Warn("config deleted with replaced client secrets still live upstream", "mount", req.MountPoint, "client_secret_ids", ids)
+	return &logical.Response{Warnings: []string{fmt.Sprintf(
+		"the config held replaced client secrets that were still to be deleted and now stay live upstream: %s; "+
+			"delete them through the clientcredentials API (DELETE ?customerId=...&id=...) once nothing uses them",
+		strings.Join(ids, ", "))}}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/stretchr/testify/require"
 
 	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/fakeupstream"
@@ -266,4 +267,40 @@ func TestConfig_ReadShowsTheRotationState(t *testing.T) {
 	require.Equal(t, "", read["last_rotation_error"])
 	require.Equal(t, int64(0), read["client_secret_age"])
 	require.NotEqual(t, e.fake.Credentials().ClientSecretID, read["client_secret_id"])
+}
+
+func TestConfig_DeleteNamesTheReplacedSecretsStillLive(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	e.configure(t, map[string]any{"previous_secret_grace": "1h"})
+	old := e.fake.Credentials()
+	_, err := e.rotate(t)
+	require.NoError(t, err)
+
+	resp, err := e.do(t, logical.DeleteOperation, "config", nil)
+	require.NoError(t, err)
+	require.Len(t, resp.Warnings, 1)
+	require.Contains(t, resp.Warnings[0], "now stay live upstream: "+old.ClientSecretID)
+	require.Contains(t, e.logs.String(), "config deleted with replaced client secrets still live upstream")
+}
+
+func TestScheduledRotation_AConfigWriteClearsTheBackoff(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	clock := &fixedClock{t: time.Now()}
+	e.b.now = clock.Now
+	e.configure(t, map[string]any{"rotation_period": "1h"})
+	e.fake.InjectFault(fakeupstream.EndpointCreateSecret, fakeupstream.Fault{Status: 503, Times: 3})
+	for range 3 { // three failures: the next retry is 4 minutes off
+		clock.Add(time.Hour)
+		e.rollback(t)
+	}
+	require.Equal(t, 3, e.fake.Hits(fakeupstream.EndpointCreateSecret))
+	require.NotEmpty(t, e.read(t, "config").Data["next_rotation_retry"])
+
+	// The operator fixes what was wrong; the next tick tries at once.
+	e.configure(t, map[string]any{"scopes": "integration"})
+	require.Equal(t, "", e.read(t, "config").Data["next_rotation_retry"])
+	clock.Add(time.Minute)
+	e.rollback(t)
+	require.Equal(t, 4, e.fake.Hits(fakeupstream.EndpointCreateSecret))
+	require.Equal(t, 0, e.read(t, "config").Data["consecutive_rotation_failures"])
 }
