@@ -37,8 +37,8 @@ const jwtBearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 // Keys are made once: RSA generation is slow under -race.
 var (
-	rsaKeyA = sync.OnceValue(func() *rsa.PrivateKey { return mustRSA() })
-	rsaKeyB = sync.OnceValue(func() *rsa.PrivateKey { return mustRSA() })
+	rsaKeyA = sync.OnceValue(mustRSA)
+	rsaKeyB = sync.OnceValue(mustRSA)
 	ecKey   = sync.OnceValue(func() *ecdsa.PrivateKey {
 		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
@@ -267,7 +267,7 @@ func (f *fixture) sign(k signingKey, c assertionClaims) string {
 // post sends a form and decodes a JSON answer (if any).
 func (f *fixture) post(endpoint string, form url.Values, basicUser, basicPass string) (int, map[string]any) {
 	f.t.Helper()
-	req, err := http.NewRequest(http.MethodPost, endpoint, strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(f.t.Context(), http.MethodPost, endpoint, strings.NewReader(form.Encode()))
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -329,7 +329,7 @@ func (f *fixture) introspect(token string) map[string]any {
 
 func (f *fixture) putJWKS(clientID string, doc []byte) (int, string) {
 	f.t.Helper()
-	req, err := http.NewRequest(http.MethodPut, f.info.AdminClientsURL+"/"+clientID+"/jwks", bytes.NewReader(doc))
+	req, err := http.NewRequestWithContext(f.t.Context(), http.MethodPut, f.info.AdminClientsURL+"/"+clientID+"/jwks", bytes.NewReader(doc))
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -365,7 +365,11 @@ func TestReadyFileAndMetadata(t *testing.T) {
 	if f.info.TokenLifetime != "1h0m0s" || f.info.PID != os.Getpid() {
 		t.Errorf("ready file %+v", f.info)
 	}
-	resp, err := f.hc.Get(base + "/.well-known/oauth-authorization-server")
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, base+"/.well-known/oauth-authorization-server", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := f.hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -681,7 +685,7 @@ type jwksServer struct {
 func (j *jwksServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	j.fetches.Add(1)
 	w.Header().Set("Content-Type", "application/json")
-	w.Write(*j.doc.Load())
+	_, _ = w.Write(*j.doc.Load()) // a failed write shows up as the fetching client's error
 }
 
 func (j *jwksServer) set(doc []byte) { j.doc.Store(&doc) }
@@ -702,7 +706,8 @@ func TestJWKSURI(t *testing.T) {
 			}
 			defer hs.Close()
 			clients, secrets := standardClients(t)
-			opts.Clients = append(clients, ClientSpec{ID: "jwt-uri", TokenEndpointAuthMethod: authJWT, JWKSURI: hs.URL + "/jwks"})
+			clients = append(clients, ClientSpec{ID: "jwt-uri", TokenEndpointAuthMethod: authJWT, JWKSURI: hs.URL + "/jwks"})
+			opts.Clients = clients
 			f := newFixture(t, opts)
 			f.secrets = secrets
 			for _, s := range secrets {
@@ -814,7 +819,7 @@ func TestAdminPutClient(t *testing.T) {
 		"jwks":                            json.RawMessage(jwksJSON(t, keyEC())),
 	}
 	b, _ := json.Marshal(spec)
-	req, _ := http.NewRequest(http.MethodPut, f.info.AdminClientsURL+"/new-client", bytes.NewReader(b))
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPut, f.info.AdminClientsURL+"/new-client", bytes.NewReader(b))
 	resp, err := f.hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -827,7 +832,7 @@ func TestAdminPutClient(t *testing.T) {
 
 	spec["token_endpoint_auth_signing_alg"] = "EdDSA"
 	b, _ = json.Marshal(spec)
-	req, _ = http.NewRequest(http.MethodPut, f.info.AdminClientsURL+"/new-client", bytes.NewReader(b))
+	req, _ = http.NewRequestWithContext(t.Context(), http.MethodPut, f.info.AdminClientsURL+"/new-client", bytes.NewReader(b))
 	resp, err = f.hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -895,7 +900,7 @@ func TestClientsFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := readClientsFile(path); err == nil {
-		t.Errorf("a misspelt field was accepted")
+		t.Errorf("a misspelled field was accepted")
 	}
 }
 

@@ -75,7 +75,7 @@ type ReadyInfo struct {
 
 // Endpoint paths, fixed so the e2e suite can also build them itself.
 const (
-	pathToken      = "/oauth2/token"
+	pathToken      = "/oauth2/token" //nolint:gosec // G101: an endpoint path, not a credential.
 	pathRevoke     = "/oauth2/revoke"
 	pathIntrospect = "/oauth2/introspect"
 	pathMetadata   = "/.well-known/oauth-authorization-server"
@@ -123,25 +123,26 @@ func Start(opts Options) (*Server, error) {
 	if !isLoopbackHost(host) {
 		return nil, fmt.Errorf("refusing to listen on %q: loopback addresses only", opts.Addr)
 	}
-	ln, err := net.Listen("tcp", opts.Addr)
+	// Start takes no context: the listener lives until Shutdown.
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", opts.Addr)
 	if err != nil {
 		return nil, err
 	}
 	addr := ln.Addr().(*net.TCPAddr)
 	if !addr.IP.IsLoopback() {
-		ln.Close()
+		_ = ln.Close() // already failing
 		return nil, fmt.Errorf("refusing to listen on %s: loopback addresses only", addr)
 	}
 	// The ready file's reader may run elsewhere: name the CA file absolutely.
 	if opts.CAFile != "" {
 		if opts.CAFile, err = filepath.Abs(opts.CAFile); err != nil {
-			ln.Close()
+			_ = ln.Close() // already failing
 			return nil, err
 		}
 	}
 	caPEM, cert, err := throwawayTLS(addr.IP)
 	if err != nil {
-		ln.Close()
+		_ = ln.Close() // already failing
 		return nil, fmt.Errorf("making the throwaway CA: %w", err)
 	}
 
@@ -167,7 +168,7 @@ func Start(opts Options) (*Server, error) {
 
 	s, err := newServer(opts, info, logger)
 	if err != nil {
-		ln.Close()
+		_ = ln.Close() // already failing
 		return nil, err
 	}
 	s.CAPEM = caPEM
@@ -183,7 +184,7 @@ func Start(opts Options) (*Server, error) {
 	}
 	if opts.CAFile != "" {
 		if err := writeFileAtomic(opts.CAFile, caPEM); err != nil {
-			ln.Close()
+			_ = ln.Close() // already failing
 			return nil, fmt.Errorf("writing the CA: %w", err)
 		}
 	}
@@ -196,7 +197,7 @@ func Start(opts Options) (*Server, error) {
 	if opts.ReadyFile != "" {
 		b, _ := json.MarshalIndent(info, "", "  ")
 		if err := writeFileAtomic(opts.ReadyFile, append(b, '\n')); err != nil {
-			s.Shutdown(context.Background())
+			_ = s.Shutdown(context.Background()) // already failing: report the ready-file error
 			return nil, fmt.Errorf("writing the ready file: %w", err)
 		}
 	}
@@ -504,17 +505,21 @@ func writeFileAtomic(path string, data []byte) error {
 	if err != nil {
 		return err
 	}
+	// On failure the temporary file is removed as best effort: the first
+	// error is the one to report, and a leftover dot-file is harmless.
 	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
+		_ = tmp.Close()           // already failing
+		_ = os.Remove(tmp.Name()) // best effort, see above
 		return err
 	}
 	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
+		_ = os.Remove(tmp.Name()) // best effort, see above
 		return err
 	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		os.Remove(tmp.Name())
+	// Both files (the CA certificate, the ready file's URLs and pid) are public
+	// and meant for other processes, which may run as another user.
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil { //nolint:gosec // G302: public content, read by other processes.
+		_ = os.Remove(tmp.Name()) // best effort, see above
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
