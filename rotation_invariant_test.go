@@ -35,11 +35,18 @@ const (
 	faultCommitThenError faultKind = "commit, then error"
 	faultCrashBefore     faultKind = "crash before"
 	faultCrashAfter      faultKind = "crash after"
+	// faultLate: the call fails, but the upstream does it a moment later,
+	// after the process has moved on.
+	faultLate faultKind = "fails, then lands late"
+	// faultLeadershipLost: the write fails because the node lost its
+	// leadership, and the next leader commits it; the node writes nothing
+	// more, and Vault starts the plugin on the new active node.
+	faultLeadershipLost faultKind = "leadership lost, committed by the next leader"
 )
 
 var (
-	storageFaults  = []faultKind{faultError, faultCommitThenError, faultCrashBefore, faultCrashAfter}
-	upstreamFaults = []faultKind{faultError, faultCrashBefore, faultCrashAfter}
+	storageFaults  = []faultKind{faultError, faultCommitThenError, faultCrashBefore, faultCrashAfter, faultLeadershipLost}
+	upstreamFaults = []faultKind{faultError, faultCrashBefore, faultCrashAfter, faultLate}
 
 	errInjected = errors.New("injected fault")
 	errCrashed  = errors.New("the process is gone")
@@ -55,12 +62,33 @@ type chaos struct {
 	kind    faultKind
 	dead    bool
 	onFirst func()
+	// late is what lands after the process moved on (or died).
+	late func()
+	// readOnly: the process lost its leadership; its writes fail from now.
+	readOnly bool
+}
+
+// land applies what was to land late.
+func (c *chaos) land() {
+	c.mu.Lock()
+	late := c.late
+	c.late = nil
+	c.mu.Unlock()
+	if late != nil {
+		late()
+	}
+}
+
+func (c *chaos) setLate(fn func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.late = fn
 }
 
 func (c *chaos) arm(target int, kind faultKind) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.trace, c.target, c.kind, c.dead = nil, target, kind, false
+	c.trace, c.target, c.kind, c.dead, c.late, c.readOnly = nil, target, kind, false, nil, false
 }
 
 // step records op and says which fault, if any, hits it.
@@ -114,9 +142,14 @@ func storageOp(verb, key string) string {
 
 func (s *chaosStorage) write(op string, do func() error) error {
 	kind, dead := s.c.step(op)
+	s.c.mu.Lock()
+	readOnly := s.c.readOnly
+	s.c.mu.Unlock()
 	switch {
 	case dead:
 		return errCrashed
+	case readOnly && kind == "":
+		return errors.New("this node is not the leader") // it lost its leadership earlier
 	case kind == faultError:
 		return errInjected
 	case kind == faultCommitThenError:
@@ -129,16 +162,22 @@ func (s *chaosStorage) write(op string, do func() error) error {
 	case kind == faultCrashAfter:
 		_ = do()
 		return errCrashed
+	case kind == faultLeadershipLost:
+		s.c.mu.Lock()
+		s.c.readOnly = true
+		s.c.mu.Unlock()
+		s.c.setLate(func() { _ = do() })
+		return errors.New("leadership lost while committing")
 	}
 	return do()
 }
 
 func (s *chaosStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
-	return s.write(storageOp("put", e.Key), func() error { return s.Storage.Put(ctx, e) })
+	return s.write(storageOp("put", e.Key), func() error { return s.Storage.Put(context.WithoutCancel(ctx), e) })
 }
 
 func (s *chaosStorage) Delete(ctx context.Context, key string) error {
-	return s.write(storageOp("delete", key), func() error { return s.Storage.Delete(ctx, key) })
+	return s.write(storageOp("delete", key), func() error { return s.Storage.Delete(context.WithoutCancel(ctx), key) })
 }
 
 func (s *chaosStorage) Get(ctx context.Context, key string) (*logical.StorageEntry, error) {
@@ -173,24 +212,35 @@ func callWithChaos[T any](c *chaos, op string, call func() (T, error)) (T, error
 	case kind == faultCrashAfter:
 		_, _ = call()
 		return zero, errCrashed
+	case kind == faultLate:
+		c.setLate(func() { _, _ = call() })
+		return zero, errors.New("timed out")
 	}
 	return call()
 }
 
+// What lands late runs after the process's own contexts ended, and the
+// client it went through may be closed by then: it uses a client of its own.
 func (cc *chaosClient) Token(ctx context.Context, req upstream.TokenRequest) (*upstream.Token, error) {
-	return callWithChaos(cc.c, "upstream token", func() (*upstream.Token, error) { return cc.Client.Token(ctx, req) })
+	return callWithChaos(cc.c, "upstream token", func() (*upstream.Token, error) { return cc.Client.Token(context.WithoutCancel(ctx), req) })
 }
 
 func (cc *chaosClient) CreateClientSecret(ctx context.Context, d string) (*upstream.ClientSecret, error) {
-	return callWithChaos(cc.c, "upstream create", func() (*upstream.ClientSecret, error) { return cc.Client.CreateClientSecret(ctx, d) })
+	return callWithChaos(cc.c, "upstream create", func() (*upstream.ClientSecret, error) {
+		return cc.Client.CreateClientSecret(context.WithoutCancel(ctx), d)
+	})
 }
 
 func (cc *chaosClient) ListClientSecrets(ctx context.Context) ([]upstream.ClientSecret, error) {
-	return callWithChaos(cc.c, "upstream list", func() ([]upstream.ClientSecret, error) { return cc.Client.ListClientSecrets(ctx) })
+	return callWithChaos(cc.c, "upstream list", func() ([]upstream.ClientSecret, error) {
+		return cc.Client.ListClientSecrets(context.WithoutCancel(ctx))
+	})
 }
 
 func (cc *chaosClient) DeleteClientSecret(ctx context.Context, id string) error {
-	_, err := callWithChaos(cc.c, "upstream delete", func() (struct{}, error) { return struct{}{}, cc.Client.DeleteClientSecret(ctx, id) })
+	_, err := callWithChaos(cc.c, "upstream delete", func() (struct{}, error) {
+		return struct{}{}, cc.Client.DeleteClientSecret(context.WithoutCancel(ctx), id)
+	})
 	return err
 }
 
@@ -267,7 +317,11 @@ func (w *invariantWorld) enterChaos(t *testing.T, target int, kind faultKind) {
 func (w *invariantWorld) leaveChaos(t *testing.T) {
 	w.chaos.onFirst = nil
 	w.e.storage = w.real
-	if w.chaos.isDead() {
+	w.chaos.land()
+	w.chaos.mu.Lock()
+	lostLeadership := w.chaos.readOnly
+	w.chaos.mu.Unlock()
+	if w.chaos.isDead() || lostLeadership {
 		w.e.b = w.e.newBackend(t)
 	} else {
 		w.e.b.newClient = func(c upstream.Config) (upstream.Client, error) { return upstream.New(c) }
