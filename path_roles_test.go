@@ -73,3 +73,37 @@ func TestRoles_ChangeDropsTheRolesToken(t *testing.T) {
 	require.NotEqual(t, first["access_token"], second["access_token"])
 	require.Equal(t, 2, e.fake.Hits(fakeupstream.EndpointToken))
 }
+
+// Role names are case-sensitive storage keys and ACL paths: folding them
+// would let creds/ADMIN serve role admin past a policy that denies
+// creds/admin, and hide the read from an audit search for creds/admin.
+func TestRoles_NamesThatAreNotLowerCaseAreRefusedNotFolded(t *testing.T) {
+	cases := []struct {
+		name string
+		op   logical.Operation
+		path string
+		data map[string]any
+	}{
+		{"creds read", logical.ReadOperation, "creds/ADMIN", nil},
+		{"creds read, mixed case", logical.ReadOperation, "creds/Admin", nil},
+		{"role read", logical.ReadOperation, "roles/ADMIN", nil},
+		{"role create", logical.CreateOperation, "roles/Other", map[string]any{"ttl": "1m"}},
+		{"role update", logical.UpdateOperation, "roles/ADMIN", map[string]any{"ttl": "1m"}},
+		{"role delete", logical.DeleteOperation, "roles/ADMIN", nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t, fakeupstream.Options{})
+			e.configure(t, nil)
+			e.role(t, "admin", map[string]any{"ttl": "5m"})
+			before := e.storageDump(t)
+
+			resp, err := e.do(t, tc.op, tc.path, tc.data)
+			requireBadRequest(t, resp, err, "lower case")
+
+			require.Equal(t, before, e.storageDump(t), "storage changed")
+			require.Equal(t, 0, e.fake.Hits(fakeupstream.EndpointToken), "no token was fetched")
+			require.Equal(t, int64(300), e.read(t, "roles/admin").Data["ttl"])
+		})
+	}
+}

@@ -206,7 +206,9 @@ func requireBadRequest(t testing.TB, resp *logical.Response, err error, mentions
 	t.Helper()
 	require.NoError(t, err)
 	require.NotNil(t, resp)
-	require.True(t, resp.IsError(), "want an error response, got %#v", resp.Data)
+	// Only the keys: the data of a response that should have been refused
+	// may hold a token, and test output is no place for one.
+	require.True(t, resp.IsError(), "want an error response, got one with the fields %v", keys(resp.Data))
 	code, _ := logical.RespondErrorCommon(&logical.Request{}, resp, err)
 	require.Equal(t, 400, code)
 	require.Contains(t, resp.Error().Error(), mentions)
@@ -243,4 +245,30 @@ func withoutRotationStatus(c *config) *config {
 	cp := c.clone()
 	cp.Rotation = rotationStatus{}
 	return cp
+}
+
+// storageDump is every entry in the env's storage, by key, so a test can
+// show that a refused request changed nothing.
+func (e *testEnv) storageDump(t testing.TB) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	out := map[string]string{}
+	var walk func(prefix string)
+	walk = func(prefix string) {
+		keys, err := e.storage.List(ctx, prefix)
+		require.NoError(t, err)
+		for _, k := range keys {
+			if strings.HasSuffix(k, "/") {
+				walk(prefix + k)
+				continue
+			}
+			entry, err := e.storage.Get(ctx, prefix+k)
+			require.NoError(t, err)
+			if entry != nil {
+				out[prefix+k] = string(entry.Value)
+			}
+		}
+	}
+	walk("")
+	return out
 }
