@@ -35,11 +35,7 @@ func pathCreds(b *backend) []*framework.Path {
 			OperationSuffix: "token",
 		},
 		Fields: map[string]*framework.FieldSchema{
-			"name": {
-				Type:        framework.TypeLowerCaseString,
-				Description: "Name of the role.",
-				Required:    true,
-			},
+			"name": roleNameField(),
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation: &framework.PathOperation{
@@ -96,6 +92,9 @@ func (b *backend) tokenRevoke(ctx context.Context, req *logical.Request, _ *fram
 
 func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
+	if err := checkRoleName(name); err != nil {
+		return errorResponse(err)
+	}
 	role, err := b.role(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err

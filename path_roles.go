@@ -80,11 +80,7 @@ func pathRoles(b *backend) []*framework.Path {
 				OperationSuffix: "role",
 			},
 			Fields: map[string]*framework.FieldSchema{
-				"name": {
-					Type:        framework.TypeLowerCaseString,
-					Description: "Name of the role.",
-					Required:    true,
-				},
+				"name": roleNameField(),
 				"scopes": {
 					Type:        framework.TypeCommaStringSlice,
 					Description: "Scopes to request; the config's scopes when empty.",
@@ -131,8 +127,33 @@ func pathRoles(b *backend) []*framework.Path {
 	}
 }
 
+// roleNameField is the name of a role in a path. It is a plain string:
+// framework.TypeLowerCaseString would fold creds/ADMIN into role admin,
+// past an ACL that denies creds/admin and out of an audit search for it.
+func roleNameField() *framework.FieldSchema {
+	return &framework.FieldSchema{
+		Type:        framework.TypeString,
+		Description: "Name of the role: lower case letters, digits, _, - and .",
+		Required:    true,
+	}
+}
+
+// checkRoleName refuses a role name that is not lower case, on every path
+// that names a role, so that one role has exactly one path.
+func checkRoleName(name string) error {
+	if strings.ToLower(name) != name {
+		return userErrorf("role name %q is not lower case; role names are lower case only and are never folded", name)
+	}
+	return nil
+}
+
 func (b *backend) pathRoleExistenceCheck(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
-	r, err := getRole(ctx, req.Storage, d.Get("name").(string))
+	name := d.Get("name").(string)
+	if checkRoleName(name) != nil {
+		// Not a role: the handler refuses the name.
+		return false, nil
+	}
+	r, err := getRole(ctx, req.Storage, name)
 	return r != nil, err
 }
 
@@ -145,7 +166,11 @@ func (b *backend) pathRolesList(ctx context.Context, req *logical.Request, _ *fr
 }
 
 func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	r, err := getRole(ctx, req.Storage, d.Get("name").(string))
+	name := d.Get("name").(string)
+	if err := checkRoleName(name); err != nil {
+		return errorResponse(err)
+	}
+	r, err := getRole(ctx, req.Storage, name)
 	if err != nil || r == nil {
 		return nil, err
 	}
@@ -168,6 +193,9 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 
 func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
+	if err := checkRoleName(name); err != nil {
+		return errorResponse(err)
+	}
 	r, err := getRole(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
@@ -216,6 +244,9 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 
 func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
+	if err := checkRoleName(name); err != nil {
+		return errorResponse(err)
+	}
 	if err := req.Storage.Delete(ctx, roleStoragePrefix+name); err != nil {
 		return nil, fmt.Errorf("delete role %q: %w", name, err)
 	}
