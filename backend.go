@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/sync/singleflight"
 
@@ -77,6 +78,11 @@ type backend struct {
 	// or spent share one upstream request.
 	flight singleflight.Group
 
+	// roleLocks serialize the read-modify-write of each role, so that two
+	// partial updates of one role cannot lose either change. A role's lock
+	// is locksutil.LockForKey(roleLocks, name); creds reads never take it.
+	roleLocks []*locksutil.LockEntry
+
 	// writeMu serializes every change to the stored config (config writes,
 	// rotations, rotation rollbacks), so that a rotation never writes over a
 	// config changed while it talked to the upstream. It is never taken on
@@ -96,6 +102,7 @@ func newBackend() *backend {
 		now:       time.Now,
 		roles:     map[string]*roleEntry{},
 		tokens:    newTokenCache(),
+		roleLocks: locksutil.CreateLocks(),
 
 		verifyBackoff:   []time.Duration{500 * time.Millisecond, 2 * time.Second},
 		rotationTimeout: defaultRotationTimeout,
