@@ -39,8 +39,7 @@ func TestConfig_WriteReadDelete(t *testing.T) {
 func TestConfig_ProviderDefaults(t *testing.T) {
 	e := newTestEnv(t, fakeupstream.Options{})
 	resp, err := e.write(t, "config", map[string]any{"client_id": "id", "client_secret": "s"})
-	require.NoError(t, err)
-	require.Nil(t, resp)
+	requireCleanWrite(t, resp, err)
 	got := e.read(t, "config").Data
 	require.Equal(t, "https://auth.mapsindoors.com/connect/token", got["token_url"])
 	require.Equal(t, "https://auth.mapsindoors.com/api/clientcredentials", got["rotation_url"])
@@ -50,8 +49,7 @@ func TestConfig_ProviderDefaults(t *testing.T) {
 	// The password grant of MapsIndoors uses client_id "client" and scope
 	// "integration" unless told otherwise.
 	resp, err = e.write(t, "config", map[string]any{"grant_type": "password", "client_id": "", "username": "u", "password": "p"})
-	require.NoError(t, err)
-	require.Nil(t, resp)
+	requireCleanWrite(t, resp, err)
 	got = e.read(t, "config").Data
 	require.Equal(t, "client", got["client_id"])
 	require.Equal(t, []string{"integration"}, got["scopes"])
@@ -120,8 +118,7 @@ func TestConfig_LoopbackHTTPWithOptIn(t *testing.T) {
 		"client_id": "id", "client_secret": "s",
 		"token_url": "http://localhost:8200/connect/token", "allow_loopback_http": true,
 	})
-	require.NoError(t, err)
-	require.Nil(t, resp)
+	requireCleanWrite(t, resp, err)
 	require.Equal(t, true, e.read(t, "config").Data["allow_loopback_http"])
 }
 
@@ -133,8 +130,7 @@ func TestConfig_PartialUpdateKeepsOtherFields(t *testing.T) {
 	require.NoError(t, err)
 
 	resp, err := e.write(t, "config", map[string]any{"request_timeout": 12})
-	require.NoError(t, err)
-	require.Nil(t, resp)
+	requireCleanWrite(t, resp, err)
 
 	after := e.read(t, "config").Data
 	require.Equal(t, int64(12), after["request_timeout"])
@@ -165,8 +161,7 @@ func TestConfig_ChangeDropsCachedTokens(t *testing.T) {
 	require.Equal(t, 1, e.fake.Hits(fakeupstream.EndpointToken))
 
 	resp, err := e.write(t, "config", map[string]any{"request_timeout": "20s"})
-	require.NoError(t, err)
-	require.Nil(t, resp)
+	requireCleanWrite(t, resp, err)
 
 	second := e.read(t, "creds/app").Data["access_token"]
 	require.NotEqual(t, first, second)

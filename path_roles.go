@@ -175,6 +175,11 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 	if err != nil || r == nil {
 		return nil, err
 	}
+	return &logical.Response{Data: r.data()}, nil
+}
+
+// data is what a read of the role shows, and what a write answers with.
+func (r *roleEntry) data() map[string]any {
 	scopes := r.Scopes
 	if scopes == nil {
 		scopes = []string{}
@@ -183,13 +188,13 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 	if params == nil {
 		params = map[string]string{}
 	}
-	return &logical.Response{Data: map[string]any{
+	return map[string]any{
 		"scopes":       scopes,
 		"ttl":          int64(r.TTL / time.Second),
 		"audience":     r.Audience,
 		"resource":     r.Resource,
 		"token_params": params,
-	}}, nil
+	}
 }
 
 func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -243,7 +248,10 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		return nil, fmt.Errorf("store role %q: %w", name, err)
 	}
 	b.forgetRole(name)
-	return nil, nil
+	// Answer with the role rather than 204: the framework adds its warning
+	// about unrecognized parameters, such as a misspelled field, only to a
+	// response that is not nil.
+	return &logical.Response{Data: r.data()}, nil
 }
 
 func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {

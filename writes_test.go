@@ -4,6 +4,7 @@ import (
 	"maps"
 	"testing"
 
+	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/stretchr/testify/require"
 
 	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/fakeupstream"
@@ -46,4 +47,13 @@ func TestWrites_MisspelledFieldIsReportedNotDropped(t *testing.T) {
 			require.Contains(t, resp.Warnings, "Endpoint ignored these unrecognized parameters: ["+tc.ignored+"]")
 		})
 	}
+}
+
+// requireCleanWrite asserts a write that succeeded with no warning.
+func requireCleanWrite(t testing.TB, resp *logical.Response, err error) {
+	t.Helper()
+	require.NoError(t, err)
+	require.NotNil(t, resp)
+	require.False(t, resp.IsError(), "write refused: %v", resp.Error())
+	require.Empty(t, resp.Warnings)
 }
