@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -208,7 +210,7 @@ func requireBadRequest(t testing.TB, resp *logical.Response, err error, mentions
 	require.NotNil(t, resp)
 	// Only the keys: the data of a response that should have been refused
 	// may hold a token, and test output is no place for one.
-	require.True(t, resp.IsError(), "want an error response, got one with the fields %v", keys(resp.Data))
+	require.True(t, resp.IsError(), "want an error response, got one with the fields %v", slices.Sorted(maps.Keys(resp.Data)))
 	code, _ := logical.RespondErrorCommon(&logical.Request{}, resp, err)
 	require.Equal(t, 400, code)
 	require.Contains(t, resp.Error().Error(), mentions)
