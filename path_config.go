@@ -130,6 +130,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err := cfg.resolved().validate(); err != nil {
 		return errorResponse(err)
 	}
+	if err := checkCredentialsCarried(stored, cfg, d); err != nil {
+		return errorResponse(err)
+	}
 	if err := putConfig(ctx, req.Storage, cfg); err != nil {
 		return nil, err
 	}
