@@ -328,3 +328,78 @@ func BenchmarkCredsRead(b *testing.B) {
 		})
 	}
 }
+
+// A read that arrives after a config change must get a token of the new
+// credential. Joining a fetch started with the old one would hand out a
+// token of a credential the operator just replaced (or revoked upstream).
+func TestCreds_ReadAfterConfigChangeNeverJoinsAFetchOfTheOldCredential(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	// The scope the password grant defaults to, so that both credentials
+	// ask for the same thing and only the credential differs.
+	e.configure(t, map[string]any{"scopes": "integration"})
+	e.role(t, "app", nil)
+
+	// Hold the first token request (made with the client secret) upstream.
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	e.fake.OnRequest(func(ep fakeupstream.Endpoint, _ *http.Request) {
+		if ep == fakeupstream.EndpointToken {
+			first := false
+			once.Do(func() { first = true })
+			if first {
+				close(held)
+				<-release
+			}
+		}
+	})
+	read := func() (string, error) {
+		resp, err := e.b.HandleRequest(context.Background(), &logical.Request{
+			Operation: logical.ReadOperation, Path: "creds/app", Storage: e.storage, MountPoint: "mapsindoors/",
+		})
+		if err != nil {
+			return "", err
+		}
+		if resp.IsError() {
+			return "", resp.Error()
+		}
+		return resp.Data["access_token"].(string), nil
+	}
+	var oldToken string
+	var oldErr error
+	oldDone := make(chan struct{})
+	go func() {
+		defer close(oldDone)
+		oldToken, oldErr = read()
+	}()
+	<-held
+
+	// The operator replaces the credential: the password grant from now on.
+	creds := e.fake.Credentials()
+	e.writeConfig(t, map[string]any{"grant_type": "password", "client_id": "", "client_secret": "",
+		"client_secret_id": "", "username": creds.Username, "password": creds.Password})
+
+	var newToken string
+	var newErr error
+	newDone := make(chan struct{})
+	go func() {
+		defer close(newDone)
+		newToken, newErr = read()
+	}()
+	select {
+	case <-newDone:
+	case <-time.After(2 * time.Second):
+		// It waits for the held fetch of the old credential: it joined it.
+	}
+	close(release)
+	<-oldDone
+	<-newDone
+
+	require.NoError(t, oldErr)
+	require.NoError(t, newErr)
+	// Compared, not printed: test output is no place for a token.
+	require.False(t, oldToken == newToken, "the read after the change got the old credential's token")
+	require.Equal(t, 1, e.fake.Grants(fakeupstream.EndpointToken, "password"), "the read after the change logged in with the new credential")
+	again, err := read()
+	require.NoError(t, err)
+	require.True(t, newToken == again, "the token of the old credential must not be cached after the change")
+}
