@@ -62,7 +62,11 @@ type backend struct {
 	config *config // nil when not loaded or not configured
 	loaded bool    // whether config reflects storage
 	client upstream.Client
-	roles  map[string]*roleEntry
+	// configGen counts config changes (every reset). Shared token fetches
+	// are keyed by it, so a read that arrives after a change never joins a
+	// fetch made with the replaced credential.
+	configGen uint64
+	roles     map[string]*roleEntry
 	// rolesGen counts role writes and invalidations, so a read that raced
 	// one does not put a stale role into roles.
 	rolesGen uint64
@@ -148,6 +152,7 @@ func (b *backend) resetLocked() {
 	b.config = nil
 	b.loaded = false
 	b.client = nil
+	b.configGen++
 	b.roles = map[string]*roleEntry{}
 	b.rolesGen++
 	b.tokens.reset()
@@ -190,12 +195,26 @@ func (b *backend) clean(context.Context) { b.reset() }
 // once and kept until the config changes; nil, nil when the mount has no
 // config.
 func (b *backend) upstreamClient(ctx context.Context, s logical.Storage) (*config, upstream.Client, error) {
+	st, err := b.upstreamState(ctx, s)
+	return st.cfg, st.client, err
+}
+
+// upstreamState is the resolved config, its client and the config
+// generation they belong to, read together, so that whatever is keyed by
+// the generation (shared fetches, remembered failures) never mixes configs.
+type upstreamState struct {
+	cfg    *config // nil when the mount has no config
+	client upstream.Client
+	gen    uint64
+}
+
+func (b *backend) upstreamState(ctx context.Context, s logical.Storage) (upstreamState, error) {
 	b.mu.RLock()
 	if b.loaded {
-		cfg, client := b.config, b.client
+		st := upstreamState{cfg: b.config, client: b.client, gen: b.configGen}
 		b.mu.RUnlock()
-		if cfg == nil || client != nil {
-			return cfg, client, nil
+		if st.cfg == nil || st.client != nil {
+			return st, nil
 		}
 	} else {
 		b.mu.RUnlock()
@@ -207,7 +226,7 @@ func (b *backend) upstreamClient(ctx context.Context, s logical.Storage) (*confi
 	if !b.loaded {
 		stored, err := getConfig(ctx, s)
 		if err != nil {
-			return nil, nil, err
+			return upstreamState{}, err
 		}
 		b.config, b.loaded = nil, true
 		if stored != nil {
@@ -215,14 +234,14 @@ func (b *backend) upstreamClient(ctx context.Context, s logical.Storage) (*confi
 		}
 	}
 	if b.config == nil {
-		return nil, nil, nil
+		return upstreamState{gen: b.configGen}, nil
 	}
 	if b.client == nil {
 		client, err := b.newClient(b.config.clientConfig())
 		if err != nil {
-			return nil, nil, fmt.Errorf("build upstream client: %w", err)
+			return upstreamState{}, fmt.Errorf("build upstream client: %w", err)
 		}
 		b.client = client
 	}
-	return b.config, b.client, nil
+	return upstreamState{cfg: b.config, client: b.client, gen: b.configGen}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -95,6 +96,9 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	if err := checkRoleName(name); err != nil {
 		return errorResponse(err)
 	}
+	// Taken before the role and the config are looked up: a token fetched
+	// with what this read found is cached only if neither changed since.
+	cacheGen := b.tokens.generation()
 	role, err := b.role(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
@@ -102,10 +106,11 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	if role == nil {
 		return logical.ErrorResponse("role %q does not exist; create it with: vault write %sroles/%s ttl=5m", name, req.MountPoint, name), nil
 	}
-	cfg, client, err := b.upstreamClient(ctx, req.Storage)
+	st, err := b.upstreamState(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
+	cfg := st.cfg
 	if cfg == nil {
 		return errorResponse(errNoConfig(req.MountPoint))
 	}
@@ -118,9 +123,9 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	perLease := cfg.provider().tokenPerLease
 	var tok *upstream.Token
 	if perLease {
-		tok, err = b.leaseToken(ctx, req.MountPoint, name, cfg, client, treq)
+		tok, err = b.leaseToken(ctx, req.MountPoint, name, cfg, st.client, treq)
 	} else {
-		tok, err = b.roleToken(ctx, req.MountPoint, name, role, cfg, client, treq)
+		tok, err = b.roleToken(ctx, req.MountPoint, name, role, st, cacheGen, treq)
 	}
 	if err != nil {
 		b.Logger().Warn("token request failed", "mount", req.MountPoint, "role", name, "error", err)
@@ -157,28 +162,31 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 }
 
 // roleToken returns the role's cached token while it is reusable, and
-// otherwise fetches one; concurrent callers for the same role and request
-// share a single upstream call.
-func (b *backend) roleToken(ctx context.Context, mount, name string, role *roleEntry, cfg *config, client upstream.Client, treq upstream.TokenRequest) (*upstream.Token, error) {
+// otherwise fetches one; concurrent callers for the same role, request and
+// config generation share a single upstream call. cacheGen is the token
+// cache's generation from before the role and config were looked up.
+func (b *backend) roleToken(ctx context.Context, mount, name string, role *roleEntry, st upstreamState, cacheGen uint64, treq upstream.TokenRequest) (*upstream.Token, error) {
 	request := strings.Join(treq.Scopes, " ") + "\x00" + treq.Params.Encode()
-	if tok, _ := b.tokens.get(name, request); tok != nil && reusable(tok, role.TTL, b.now()) {
+	if tok := b.tokens.get(name, request); tok != nil && reusable(tok, role.TTL, b.now()) {
 		return tok, nil
 	}
-	v, err, _ := b.flight.Do(name+"\x00"+request, func() (any, error) {
+	// The generation in the key keeps a read that found a new config out of
+	// a fetch made with the old one.
+	key := strconv.FormatUint(st.gen, 10) + "\x00" + name + "\x00" + request
+	v, err, _ := b.flight.Do(key, func() (any, error) {
 		// A flight that just landed may have filled the cache.
-		tok, gen := b.tokens.get(name, request)
-		if tok != nil && reusable(tok, role.TTL, b.now()) {
+		if tok := b.tokens.get(name, request); tok != nil && reusable(tok, role.TTL, b.now()) {
 			return tok, nil
 		}
 		// The fetch serves every waiter, so the first caller's cancellation
 		// must not fail the others; the config's timeout still bounds it.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.RequestTimeout)
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), st.cfg.RequestTimeout)
 		defer cancel()
-		tok, err := client.Token(fctx, treq)
+		tok, err := st.client.Token(fctx, treq)
 		if err != nil {
 			return nil, err
 		}
-		b.tokens.put(name, request, tok, gen)
+		b.tokens.put(name, request, tok, cacheGen)
 		b.Logger().Debug("fetched upstream token", "mount", mount, "role", name, "lifetime", tok.Lifetime().String())
 		return tok, nil
 	})
