@@ -140,11 +140,11 @@ func faultOnLogout(status int) func(*testing.T, *testEnv, *fakeupstream.Server, 
 	}
 }
 
-// Leases issued before the lease kept what its revocation needs carry
-// only the role, the expiry and the token (and the framework's secret_type):
-// they are logged out through the
-// config while there is one that logs tokens out, and otherwise end with a
-// warning, since they expire by themselves.
+// Leases issued before leases kept what their revocation needs carry only
+// the role, the expiry and the token (and the framework's secret_type):
+// they are logged out through the config while there is one that logs
+// tokens out, and otherwise end with a warning, since they expire by
+// themselves.
 func TestRevoke_OldLeasesWithoutRecordedEndpoint(t *testing.T) {
 	e := newTestEnv(t, fakeupstream.Options{})
 	e.writeConfig(t, e.fake.PluginConfig("cameramanager"))
