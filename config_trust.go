@@ -59,7 +59,7 @@ func checkCredentialsCarried(stored, next *config, d *framework.FieldData) error
 	if len(missing) == 0 {
 		return nil
 	}
-	return userErrorf("changing %s changes where the credentials are sent or whom to trust, so the stored credentials are not kept: write %s again in the same request",
+	return userErrorf("changing %s changes where the credentials are sent or whom to trust, so the stored credentials are not kept: write %s again in the same request (an empty value drops a credential the new config does not use)",
 		strings.Join(moved, ", "), strings.Join(missing, " and "))
 }
 
