@@ -78,6 +78,13 @@ type backend struct {
 	refreshMu  sync.Mutex
 	refresh    string
 	refreshGen uint64
+	// loginRefused is the last refused password login of this config, if
+	// the one after it has not succeeded (guarded by refreshMu). Logins
+	// wait until it is due: a login per read locks accounts.
+	loginRefused *failureRecord
+	// loginSem lets one password login run at a time, so that a burst of
+	// cold reads makes one login and refreshes after it.
+	loginSem chan struct{}
 	// flight makes concurrent creds reads of a role whose token is missing
 	// or spent share one upstream request.
 	flight singleflight.Group
@@ -107,6 +114,7 @@ func newBackend() *backend {
 		roles:     map[string]*roleEntry{},
 		tokens:    newTokenCache(),
 		roleLocks: locksutil.CreateLocks(),
+		loginSem:  make(chan struct{}, 1),
 
 		verifyBackoff:   []time.Duration{500 * time.Millisecond, 2 * time.Second},
 		rotationTimeout: defaultRotationTimeout,
@@ -159,6 +167,7 @@ func (b *backend) resetLocked() {
 	b.refreshMu.Lock()
 	b.refresh = ""
 	b.refreshGen++
+	b.loginRefused = nil
 	b.refreshMu.Unlock()
 }
 
@@ -175,6 +184,63 @@ func (b *backend) setRefreshToken(gen uint64, rt string) {
 	defer b.refreshMu.Unlock()
 	if gen == b.refreshGen && rt != "" {
 		b.refresh = rt
+	}
+}
+
+// dropRefreshToken forgets a refresh token the upstream refused, unless
+// another read has replaced it since.
+func (b *backend) dropRefreshToken(gen uint64, rt string) {
+	b.refreshMu.Lock()
+	defer b.refreshMu.Unlock()
+	if gen == b.refreshGen && b.refresh == rt {
+		b.refresh = ""
+	}
+}
+
+// loginBackedOff is the remembered refusal of the config's password, while
+// it is not due for another try.
+func (b *backend) loginBackedOff(gen uint64) error {
+	b.refreshMu.Lock()
+	defer b.refreshMu.Unlock()
+	r := b.loginRefused
+	if gen != b.refreshGen || r == nil {
+		return nil
+	}
+	if now := b.now(); now.Before(r.until) {
+		return b.loginBackoffError(r, now)
+	}
+	return nil
+}
+
+// rememberRefusedLogin records a refused password login and returns the
+// error to answer with, which says when the next login is due.
+func (b *backend) rememberRefusedLogin(gen uint64, err error) error {
+	b.refreshMu.Lock()
+	defer b.refreshMu.Unlock()
+	now := b.now()
+	if gen != b.refreshGen {
+		return err // the config changed meanwhile: its password is untried
+	}
+	count := 1
+	if b.loginRefused != nil {
+		count = b.loginRefused.count + 1
+	}
+	b.loginRefused = &failureRecord{err: err, count: count, until: now.Add(growing(count, passwordBackoffMin, passwordBackoffMax))}
+	return b.loginBackoffError(b.loginRefused, now)
+}
+
+func (b *backend) loginBackoffError(r *failureRecord, now time.Time) error {
+	return &backedOffError{err: r.err, until: r.until, now: now,
+		what:   "the upstream refused the password login, and to keep the account from being locked out the next login",
+		advice: "; write the right password to config to try at once"}
+}
+
+// loginSucceeded forgets a refused login once one has worked.
+func (b *backend) loginSucceeded(gen uint64) {
+	b.refreshMu.Lock()
+	defer b.refreshMu.Unlock()
+	if gen == b.refreshGen {
+		b.loginRefused = nil
 	}
 }
 

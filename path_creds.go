@@ -2,7 +2,6 @@ package mapsindoors
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -10,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
@@ -171,27 +171,66 @@ func (b *backend) roleToken(ctx context.Context, mount, name string, role *roleE
 // leaseToken gets a token of its own for one lease: with the refresh
 // token while it works, else with the password, keeping the new refresh
 // token in memory only (never in storage, so no read writes storage).
+//
+// Only a refresh the upstream refuses (a 4xx other than 429) falls back to
+// the password: a 429 or a 5xx would be answered no better by a login. One
+// password login runs at a time, and a refused one backs off (see
+// passwordBackoffMin), since a login per read is what locks accounts.
 func (b *backend) leaseToken(ctx context.Context, mount, name string, cfg *config, client upstream.Client, treq upstream.TokenRequest) (*upstream.Token, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
 	defer cancel()
+	log := b.Logger().With("mount", mount, "role", name)
 	gen, refresh := b.refreshToken()
 	if refresh != "" {
-		tok, err := client.Refresh(ctx, refresh, treq)
-		if err == nil {
-			b.setRefreshToken(gen, tok.RefreshToken)
-			return tok, nil
+		tok, err := b.refreshLeaseToken(ctx, log, gen, refresh, client, treq)
+		if tok != nil || err != nil {
+			return tok, err
 		}
-		var ue *upstream.Error
-		if !errors.As(err, &ue) || ue.StatusCode < 400 || ue.StatusCode > 499 {
-			return nil, err
+	}
+
+	select {
+	case b.loginSem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, &upstream.Error{Op: "token request", Description: "timed out waiting for another read's password login"}
+	}
+	defer func() { <-b.loginSem }()
+	// Another read may have logged in while this one waited: refresh with
+	// the token its login brought.
+	if g, rt := b.refreshToken(); g == gen && rt != "" && rt != refresh {
+		tok, err := b.refreshLeaseToken(ctx, log, gen, rt, client, treq)
+		if tok != nil || err != nil {
+			return tok, err
 		}
-		// Refused (logged out, expired): log in again with the password.
-		b.Logger().Debug("the refresh token was refused; logging in with the password", "mount", mount, "role", name, "error", err)
+	}
+	if err := b.loginBackedOff(gen); err != nil {
+		return nil, err
 	}
 	tok, err := client.Token(ctx, treq)
 	if err != nil {
+		if refusedByUpstream(err) {
+			return nil, b.rememberRefusedLogin(gen, err)
+		}
 		return nil, err
 	}
+	b.loginSucceeded(gen)
 	b.setRefreshToken(gen, tok.RefreshToken)
 	return tok, nil
+}
+
+// refreshLeaseToken gets a lease's token with a refresh token. A refresh
+// token the upstream refuses is forgotten, and nil, nil says to log in
+// with the password instead.
+func (b *backend) refreshLeaseToken(ctx context.Context, log hclog.Logger, gen uint64, refresh string, client upstream.Client, treq upstream.TokenRequest) (*upstream.Token, error) {
+	tok, err := client.Refresh(ctx, refresh, treq)
+	if err == nil {
+		b.setRefreshToken(gen, tok.RefreshToken)
+		return tok, nil
+	}
+	if !refusedByUpstream(err) {
+		return nil, err
+	}
+	// Refused (logged out, expired): log in again with the password.
+	b.dropRefreshToken(gen, refresh)
+	log.Debug("the refresh token was refused; logging in with the password", "error", err)
+	return nil, nil
 }

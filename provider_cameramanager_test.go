@@ -147,11 +147,11 @@ func TestCameraManager_RefusedLoginsBackOff(t *testing.T) {
 
 		// When it is over, one login is tried; refused again, the next
 		// back-off is longer.
-		clock.Add(11 * time.Second) // the first back-off is 10 s
+		clock.Add(passwordBackoffMin + time.Second)
 		_, err = e.do(t, logical.ReadOperation, "creds/cam", nil)
 		requireCoded(t, err, http.StatusBadGateway, `"invalid_grant"`)
 		require.Equal(t, 2, e.fake.Hits(fakeupstream.EndpointCameraManagerToken))
-		clock.Add(11 * time.Second) // the first back-off is 10 s
+		clock.Add(passwordBackoffMin + time.Second)
 		_, err = e.do(t, logical.ReadOperation, "creds/cam", nil)
 		requireCoded(t, err, http.StatusBadGateway, "refused the password login")
 		require.Equal(t, 2, e.fake.Hits(fakeupstream.EndpointCameraManagerToken), "the second back-off is longer than the first")
