@@ -72,6 +72,9 @@ type backend struct {
 	rolesGen uint64
 
 	tokens *tokenCache
+	// outages remembers failed token requests per role, so that reads
+	// during an outage do not each reach the upstream.
+	outages *outageMemory
 	// refresh is the refresh token of providers that log in with a
 	// password (in memory only); refreshGen counts config changes, so a
 	// login that raced one does not keep a token of the old config.
@@ -113,6 +116,7 @@ func newBackend() *backend {
 		now:       time.Now,
 		roles:     map[string]*roleEntry{},
 		tokens:    newTokenCache(),
+		outages:   newOutageMemory(),
 		roleLocks: locksutil.CreateLocks(),
 		loginSem:  make(chan struct{}, 1),
 
@@ -164,6 +168,7 @@ func (b *backend) resetLocked() {
 	b.roles = map[string]*roleEntry{}
 	b.rolesGen++
 	b.tokens.reset()
+	b.outages.reset()
 	b.refreshMu.Lock()
 	b.refresh = ""
 	b.refreshGen++
@@ -207,7 +212,7 @@ func (b *backend) loginBackedOff(gen uint64) error {
 		return nil
 	}
 	if now := b.now(); now.Before(r.until) {
-		return b.loginBackoffError(r, now)
+		return b.loginBackoffError(r, now, true)
 	}
 	return nil
 }
@@ -226,11 +231,11 @@ func (b *backend) rememberRefusedLogin(gen uint64, err error) error {
 		count = b.loginRefused.count + 1
 	}
 	b.loginRefused = &failureRecord{err: err, count: count, until: now.Add(growing(count, passwordBackoffMin, passwordBackoffMax))}
-	return b.loginBackoffError(b.loginRefused, now)
+	return b.loginBackoffError(b.loginRefused, now, false)
 }
 
-func (b *backend) loginBackoffError(r *failureRecord, now time.Time) error {
-	return &backedOffError{err: r.err, until: r.until, now: now,
+func (b *backend) loginBackoffError(r *failureRecord, now time.Time, replay bool) error {
+	return &backedOffError{err: r.err, until: r.until, now: now, replay: replay,
 		what:   "the upstream refused the password login, and to keep the account from being locked out the next login",
 		advice: "; write the right password to config to try at once"}
 }

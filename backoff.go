@@ -48,6 +48,9 @@ type backedOffError struct {
 	// what is the subject of the message ("the password login"), and
 	// advice what the operator can do meanwhile.
 	what, advice string
+	// replay marks a failure answered from memory, not one that just
+	// happened: it is logged at debug, or an outage would flood the log.
+	replay bool
 }
 
 func (e *backedOffError) Error() string {

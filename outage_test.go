@@ -82,17 +82,17 @@ func TestOutage_FailuresAreRememberedNotAmplified(t *testing.T) {
 
 			// When the memory runs out one request goes; failing again, the
 			// next wait is longer.
-			clock.Add(time.Second + 10*time.Millisecond)
+			clock.Add(outageMemoryMin + 10*time.Millisecond)
 			e.readMany(t, "app", 100, 2)
 			require.Equal(t, 3, e.fake.Hits(ep))
-			clock.Add(time.Second + 10*time.Millisecond)
+			clock.Add(outageMemoryMin + 10*time.Millisecond)
 			e.readMany(t, "app", 100, 2)
 			require.Equal(t, 3, e.fake.Hits(ep), "the second wait is longer than the first")
 
 			// The upstream recovers: the first read after the memory runs
 			// out gets a token.
 			e.fake.ClearFaults()
-			clock.Add(time.Minute)
+			clock.Add(outageMemoryMax)
 			token := e.read(t, "creds/app").Data["access_token"].(string)
 			require.True(t, e.fake.TokenLive(token))
 		})

@@ -2,6 +2,7 @@ package mapsindoors
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -94,12 +95,17 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	perLease := cfg.provider().tokenPerLease
 	var tok *upstream.Token
 	if perLease {
-		tok, err = b.leaseToken(ctx, req.MountPoint, name, cfg, st.client, treq)
+		tok, err = b.leaseToken(ctx, req.MountPoint, name, st, treq)
 	} else {
 		tok, err = b.roleToken(ctx, req.MountPoint, name, role, st, cacheGen, treq)
 	}
 	if err != nil {
-		b.Logger().Warn("token request failed", "mount", req.MountPoint, "role", name, "error", err)
+		var remembered *backedOffError
+		if errors.As(err, &remembered) && remembered.replay {
+			b.Logger().Debug("token request not tried: a recent failure is remembered", "mount", req.MountPoint, "role", name, "error", err)
+		} else {
+			b.Logger().Warn("token request failed", "mount", req.MountPoint, "role", name, "error", err)
+		}
 		return errorResponse(err)
 	}
 
@@ -150,14 +156,20 @@ func (b *backend) roleToken(ctx context.Context, mount, name string, role *roleE
 		if tok := b.tokens.get(name, request); tok != nil && reusable(tok, role.TTL, b.now()) {
 			return tok, nil
 		}
+		// Checked in the flight, so that every reader that joins it shares
+		// the answer of a remembered failure too.
+		if err := b.outages.check(name, st.gen, b.now()); err != nil {
+			return nil, err
+		}
 		// The fetch serves every waiter, so the first caller's cancellation
 		// must not fail the others; the config's timeout still bounds it.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), st.cfg.RequestTimeout)
 		defer cancel()
 		tok, err := st.client.Token(fctx, treq)
 		if err != nil {
-			return nil, err
+			return nil, b.outages.record(name, st.gen, err, b.now())
 		}
+		b.outages.succeeded(name, st.gen)
 		b.tokens.put(name, request, tok, cacheGen)
 		b.Logger().Debug("fetched upstream token", "mount", mount, "role", name, "lifetime", tok.Lifetime().String())
 		return tok, nil
@@ -176,9 +188,28 @@ func (b *backend) roleToken(ctx context.Context, mount, name string, role *roleE
 // the password: a 429 or a 5xx would be answered no better by a login. One
 // password login runs at a time, and a refused one backs off (see
 // passwordBackoffMin), since a login per read is what locks accounts.
-func (b *backend) leaseToken(ctx context.Context, mount, name string, cfg *config, client upstream.Client, treq upstream.TokenRequest) (*upstream.Token, error) {
-	ctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
+func (b *backend) leaseToken(ctx context.Context, mount, name string, st upstreamState, treq upstream.TokenRequest) (*upstream.Token, error) {
+	ctx, cancel := context.WithTimeout(ctx, st.cfg.RequestTimeout)
 	defer cancel()
+	if err := b.outages.check(name, st.gen, b.now()); err != nil {
+		return nil, err
+	}
+	tok, err := b.leaseTokenOnce(ctx, mount, name, st, treq)
+	var remembered *backedOffError
+	switch {
+	case err == nil:
+		b.outages.succeeded(name, st.gen)
+	case errors.As(err, &remembered):
+		// Remembered already: a refused password has a back-off of its own,
+		// and an outage seen by another read is in the memory.
+	default:
+		err = b.outages.record(name, st.gen, err, b.now())
+	}
+	return tok, err
+}
+
+func (b *backend) leaseTokenOnce(ctx context.Context, mount, name string, st upstreamState, treq upstream.TokenRequest) (*upstream.Token, error) {
+	client := st.client
 	log := b.Logger().With("mount", mount, "role", name)
 	gen, refresh := b.refreshToken()
 	if refresh != "" {
@@ -195,12 +226,15 @@ func (b *backend) leaseToken(ctx context.Context, mount, name string, cfg *confi
 	}
 	defer func() { <-b.loginSem }()
 	// Another read may have logged in while this one waited: refresh with
-	// the token its login brought.
+	// the token its login brought. Or it failed, and that is remembered.
 	if g, rt := b.refreshToken(); g == gen && rt != "" && rt != refresh {
 		tok, err := b.refreshLeaseToken(ctx, log, gen, rt, client, treq)
 		if tok != nil || err != nil {
 			return tok, err
 		}
+	}
+	if err := b.outages.check(name, st.gen, b.now()); err != nil {
+		return nil, err
 	}
 	if err := b.loginBackedOff(gen); err != nil {
 		return nil, err

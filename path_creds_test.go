@@ -189,6 +189,8 @@ func TestCreds_UpstreamFailureNamesStatusAndCode(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newTestEnv(t, fakeupstream.Options{})
+			clock := &fixedClock{t: time.Now()}
+			e.b.now = clock.Now
 			e.configure(t, tc.config)
 			e.role(t, "app", nil)
 			e.fake.InjectFault(fakeupstream.EndpointToken, tc.fault)
@@ -201,8 +203,10 @@ func TestCreds_UpstreamFailureNamesStatusAndCode(t *testing.T) {
 			for _, s := range e.fake.Sensitive() {
 				require.NotContains(t, err.Error(), s)
 			}
-			// The next read, with the upstream well again, works.
+			// The next read, with the upstream well again and the failure
+			// no longer remembered, works.
 			e.fake.ClearFaults()
+			clock.Add(outageMemoryMin)
 			e.read(t, "creds/app")
 		})
 	}

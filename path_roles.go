@@ -313,4 +313,5 @@ func (b *backend) forgetRole(name string) {
 	b.rolesGen++
 	b.mu.Unlock()
 	b.tokens.dropRole(name)
+	b.outages.forget(name)
 }
