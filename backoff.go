@@ -28,14 +28,14 @@ type failureRecord struct {
 	until time.Time // no new attempt before this
 }
 
-// growing is the wait after the count-th failure in a row: min doubled
-// count-1 times, at most max.
-func growing(count int, min, max time.Duration) time.Duration {
-	d := min
-	for i := 1; i < count && d < max; i++ {
+// growing is the wait after the count-th failure in a row: first doubled
+// count-1 times, at most limit.
+func growing(count int, first, limit time.Duration) time.Duration {
+	d := first
+	for i := 1; i < count && d < limit; i++ {
 		d *= 2
 	}
-	return d.Truncate(time.Millisecond) // keep messages short
+	return min(d, limit)
 }
 
 // backedOffError is a remembered failure, answered without calling the

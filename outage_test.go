@@ -2,6 +2,7 @@ package mapsindoors
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sync"
 	"testing"
@@ -125,6 +126,21 @@ func TestOutage_ChangesForgetRememberedFailures(t *testing.T) {
 			tc.change(t, e)
 			e.read(t, "creds/app")
 			require.Equal(t, 2, e.fake.Hits(fakeupstream.EndpointToken))
+		})
+	}
+}
+
+func TestGrowing_DoublesUpToItsLimit(t *testing.T) {
+	cases := []struct {
+		count int
+		want  time.Duration
+	}{
+		{1, time.Second}, {2, 2 * time.Second}, {5, 16 * time.Second},
+		{6, 30 * time.Second}, {7, 30 * time.Second}, {100, 30 * time.Second},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprint(tc.count), func(t *testing.T) {
+			require.Equal(t, tc.want, growing(tc.count, time.Second, 30*time.Second))
 		})
 	}
 }

@@ -194,43 +194,36 @@ func (b *backend) leaseToken(ctx context.Context, mount, name string, st upstrea
 	if err := b.outages.check(name, st.gen, b.now()); err != nil {
 		return nil, err
 	}
-	tok, err := b.leaseTokenOnce(ctx, mount, name, st, treq)
-	var remembered *backedOffError
-	switch {
-	case err == nil:
-		b.outages.succeeded(name, st.gen)
-	case errors.As(err, &remembered):
-		// Remembered already: a refused password has a back-off of its own,
-		// and an outage seen by another read is in the memory.
-	default:
-		err = b.outages.record(name, st.gen, err, b.now())
-	}
-	return tok, err
-}
-
-func (b *backend) leaseTokenOnce(ctx context.Context, mount, name string, st upstreamState, treq upstream.TokenRequest) (*upstream.Token, error) {
-	client := st.client
 	log := b.Logger().With("mount", mount, "role", name)
+	// done remembers a failure, or forgets the failures before a success.
+	done := func(tok *upstream.Token, err error) (*upstream.Token, error) {
+		if err != nil {
+			return nil, b.outages.record(name, st.gen, err, b.now())
+		}
+		b.outages.succeeded(name, st.gen)
+		return tok, nil
+	}
 	gen, refresh := b.refreshToken()
 	if refresh != "" {
-		tok, err := b.refreshLeaseToken(ctx, log, gen, refresh, client, treq)
-		if tok != nil || err != nil {
-			return tok, err
+		if tok, err := b.refreshLeaseToken(ctx, log, gen, refresh, st.client, treq); tok != nil || err != nil {
+			return done(tok, err)
 		}
 	}
 
 	select {
 	case b.loginSem <- struct{}{}:
 	case <-ctx.Done():
+		// Not remembered: the failure, if any, is the other read's.
 		return nil, &upstream.Error{Op: "token request", Description: "timed out waiting for another read's password login"}
 	}
+	// Released after the outcome is remembered, so that a read that waited
+	// sees it.
 	defer func() { <-b.loginSem }()
 	// Another read may have logged in while this one waited: refresh with
 	// the token its login brought. Or it failed, and that is remembered.
 	if g, rt := b.refreshToken(); g == gen && rt != "" && rt != refresh {
-		tok, err := b.refreshLeaseToken(ctx, log, gen, rt, client, treq)
-		if tok != nil || err != nil {
-			return tok, err
+		if tok, err := b.refreshLeaseToken(ctx, log, gen, rt, st.client, treq); tok != nil || err != nil {
+			return done(tok, err)
 		}
 	}
 	if err := b.outages.check(name, st.gen, b.now()); err != nil {
@@ -239,16 +232,17 @@ func (b *backend) leaseTokenOnce(ctx context.Context, mount, name string, st ups
 	if err := b.loginBackedOff(gen); err != nil {
 		return nil, err
 	}
-	tok, err := client.Token(ctx, treq)
+	tok, err := st.client.Token(ctx, treq)
 	if err != nil {
 		if refusedByUpstream(err) {
+			// A refused password has a back-off of its own.
 			return nil, b.rememberRefusedLogin(gen, err)
 		}
-		return nil, err
+		return done(nil, err)
 	}
 	b.loginSucceeded(gen)
 	b.setRefreshToken(gen, tok.RefreshToken)
-	return tok, nil
+	return done(tok, nil)
 }
 
 // refreshLeaseToken gets a lease's token with a refresh token. A refresh
