@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/errutil"
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/sync/singleflight"
@@ -145,6 +146,24 @@ func newBackend() *backend {
 		RunningVersion:    Version,
 	}
 	return b
+}
+
+// HandleRequest refuses a secret written as a list or a map before the
+// framework does: its type error quotes the value.
+func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	if err := mistypedSecret(req); err != nil {
+		return errorResponse(err)
+	}
+	return b.Backend.HandleRequest(ctx, req)
+}
+
+// HandleExistenceCheck is HandleRequest's check for the existence check,
+// which Vault runs first on a write and which parses the fields too.
+func (b *backend) HandleExistenceCheck(ctx context.Context, req *logical.Request) (bool, bool, error) {
+	if err := mistypedSecret(req); err != nil {
+		return false, false, errutil.UserError{Err: err.Error()}
+	}
+	return b.Backend.HandleExistenceCheck(ctx, req)
 }
 
 // reset drops the cached config, client and tokens; the next request

@@ -108,7 +108,7 @@ func TestBadInput_Is400NamingTheFieldAndChangesNothing(t *testing.T) {
 		{name: "role scopes too many", path: "roles/app", data: map[string]any{"scopes": manyScopes}, mentions: "scopes"},
 		{name: "role audience with a control character", path: "roles/app", data: map[string]any{"audience": "api\x00"}, mentions: "audience"},
 		{name: "role audience huge", path: "roles/app", data: map[string]any{"audience": huge}, mentions: "audience"},
-		{name: "role resource with a line end", path: "roles/app", data: map[string]any{"resource": "https://api.example.com\n"}, mentions: "resource"},
+		{name: "role resource with a line end", path: "roles/app", data: map[string]any{"resource": "https://api.example.com\nX-Injected: 1"}, mentions: "resource"},
 		{name: "role token_params not key=value", path: "roles/app", data: map[string]any{"token_params": "tenant"}, mentions: "token_params"},
 		{name: "role token_params grant_type", path: "roles/app", data: map[string]any{"token_params": "grant_type=password"}, mentions: "token_params"},
 		{name: "role token_params client_secret", path: "roles/app", data: map[string]any{"token_params": "client_secret=x"}, mentions: "token_params"},

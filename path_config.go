@@ -92,6 +92,9 @@ func formatTime(t time.Time) string {
 }
 
 func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if err := checkConfigInput(d); err != nil {
+		return errorResponse(err)
+	}
 	b.writeMu.Lock()
 	defer b.writeMu.Unlock()
 

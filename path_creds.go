@@ -31,7 +31,7 @@ reads while they have comfortably more life left than the lease they back.
 
 func pathCreds(b *backend) []*framework.Path {
 	return []*framework.Path{{
-		Pattern: "creds/" + framework.GenericNameRegex("name"),
+		Pattern: "creds/" + roleNameCapture,
 		DisplayAttrs: &framework.DisplayAttributes{
 			OperationPrefix: operationPrefix,
 			OperationVerb:   "request",

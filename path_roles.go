@@ -75,7 +75,9 @@ func pathRoles(b *backend) []*framework.Path {
 			HelpDescription: strings.TrimSpace(pathRolesHelpDesc),
 		},
 		{
-			Pattern: "roles/" + framework.GenericNameRegex("name"),
+			// Any name, so that one that does not fit gets a 400 that says
+			// why (checkRoleName) rather than "unsupported path".
+			Pattern: "roles/" + roleNameCapture,
 			DisplayAttrs: &framework.DisplayAttributes{
 				OperationPrefix: operationPrefix,
 				OperationSuffix: "role",
@@ -128,6 +130,9 @@ func pathRoles(b *backend) []*framework.Path {
 	}
 }
 
+// roleNameCapture is the name of a role in a path pattern.
+const roleNameCapture = `(?P<name>.+)`
+
 // roleNameField is the name of a role in a path. It is a plain string:
 // framework.TypeLowerCaseString would fold creds/ADMIN into role admin,
 // past an ACL that denies creds/admin and out of an audit search for it.
@@ -137,15 +142,6 @@ func roleNameField() *framework.FieldSchema {
 		Description: "Name of the role: lower case letters, digits, _, - and .",
 		Required:    true,
 	}
-}
-
-// checkRoleName refuses a role name that is not lower case, on every path
-// that names a role, so that one role has exactly one path.
-func checkRoleName(name string) error {
-	if strings.ToLower(name) != name {
-		return userErrorf("role name %q is not lower case; role names are lower case only and are never folded", name)
-	}
-	return nil
 }
 
 func (b *backend) pathRoleExistenceCheck(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
@@ -200,6 +196,9 @@ func (r *roleEntry) data() map[string]any {
 func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
 	if err := checkRoleName(name); err != nil {
+		return errorResponse(err)
+	}
+	if err := checkRoleInput(d); err != nil {
 		return errorResponse(err)
 	}
 	lock := locksutil.LockForKey(b.roleLocks, name)
