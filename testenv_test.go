@@ -292,7 +292,7 @@ func (c *fixedClock) Add(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-func (e *testEnv) writeConfig(t *testing.T, data map[string]any) {
+func (e *testEnv) writeConfig(t testing.TB, data map[string]any) {
 	t.Helper()
 	resp, err := e.write(t, "config", data)
 	require.NoError(t, err)
