@@ -91,6 +91,9 @@ func formatTime(t time.Time) string {
 }
 
 func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if err := checkConfigInput(d); err != nil {
+		return errorResponse(err)
+	}
 	unlock, err := b.lockWrites(ctx)
 	if err != nil {
 		return nil, err
@@ -141,6 +144,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err := cfg.resolved().validate(); err != nil {
 		return errorResponse(err)
 	}
+	if err := checkCredentialsCarried(stored, cfg, d); err != nil {
+		return errorResponse(err)
+	}
 	if err := putConfig(ctx, req.Storage, cfg); err != nil {
 		return nil, err
 	}
@@ -148,10 +154,20 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	effective := cfg.resolved()
 	b.Logger().Info("config written", "mount", req.MountPoint, "provider", effective.Provider, "client_id", effective.ClientID)
 
-	if len(warnings) == 0 {
-		return nil, nil
+	// Answer with what a read shows (never a secret) rather than 204: the
+	// framework adds its warning about unrecognized parameters, such as a
+	// misspelled field, only to a response that is not nil.
+	resp, err := b.pathConfigRead(ctx, req, d)
+	if err != nil {
+		return nil, err
 	}
-	return &logical.Response{Warnings: warnings}, nil
+	if resp == nil {
+		resp = &logical.Response{Data: map[string]any{}}
+	}
+	for _, w := range warnings {
+		resp.AddWarning(w)
+	}
+	return resp, nil
 }
 
 func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
