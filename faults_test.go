@@ -3,6 +3,7 @@ package mapsindoors
 import (
 	"context"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -132,8 +133,10 @@ func (e *testEnv) concurrentReadErrors(t testing.TB, role string, n int) []error
 			switch {
 			case err != nil:
 				errs[i] = err
-			case resp == nil || resp.IsError():
-				errs[i] = fmt.Errorf("read refused: %v", resp.Error())
+			case resp == nil:
+				errs[i] = errors.New("read answered nothing")
+			case resp.IsError():
+				errs[i] = fmt.Errorf("read refused: %w", resp.Error())
 			}
 		}()
 	}
