@@ -14,13 +14,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/go-cleanhttp"
-	"golang.org/x/oauth2"
-	"golang.org/x/oauth2/clientcredentials"
 )
 
 // GrantType is the OAuth2 grant used to get a token.
@@ -222,160 +219,6 @@ func CertPool(caPEM string) (*x509.CertPool, error) {
 		return nil, errors.New("it holds no PEM certificate")
 	}
 	return pool, nil
-}
-
-// Token gets a new access token with the configured grant.
-func (c *HTTPClient) Token(ctx context.Context, req TokenRequest) (*Token, error) {
-	ctx, clientID, clientSecret, style := c.tokenContext(ctx, req, c.cfg.GrantType == GrantPassword)
-	var (
-		tok *oauth2.Token
-		err error
-	)
-	switch c.cfg.GrantType {
-	case GrantClientCredentials:
-		cc := clientcredentials.Config{
-			ClientID:       clientID,
-			ClientSecret:   clientSecret,
-			TokenURL:       c.cfg.TokenURL,
-			Scopes:         req.Scopes,
-			EndpointParams: req.Params,
-			AuthStyle:      style,
-		}
-		tok, err = cc.Token(ctx)
-	case GrantPassword:
-		tok, err = c.oauth2Config(clientID, clientSecret, style, req).PasswordCredentialsToken(ctx, c.cfg.Username, c.cfg.Password)
-	}
-	arrived := time.Now()
-	if err != nil {
-		return nil, c.tokenError("token request", err)
-	}
-	return c.toToken(tok, req.Scopes, arrived)
-}
-
-// Refresh gets a new access token with a refresh token (RFC 6749 §6).
-func (c *HTTPClient) Refresh(ctx context.Context, refreshToken string, req TokenRequest) (*Token, error) {
-	// x/oauth2 sends no scope with a refresh; CameraManager's page does.
-	params := url.Values{}
-	for k, v := range req.Params {
-		params[k] = v
-	}
-	if len(req.Scopes) > 0 {
-		params.Set("scope", strings.Join(req.Scopes, " "))
-	}
-	req.Params = params
-	ctx, clientID, clientSecret, style := c.tokenContext(ctx, req, true)
-	// An expired token makes x/oauth2's TokenSource refresh at once.
-	expired := &oauth2.Token{RefreshToken: refreshToken, Expiry: time.Now().Add(-time.Hour)}
-	tok, err := c.oauth2Config(clientID, clientSecret, style, req).TokenSource(ctx, expired).Token()
-	arrived := time.Now()
-	if err != nil {
-		return nil, c.tokenError("token refresh", err)
-	}
-	return c.toToken(tok, req.Scopes, arrived)
-}
-
-func (c *HTTPClient) oauth2Config(clientID, clientSecret string, style oauth2.AuthStyle, req TokenRequest) *oauth2.Config {
-	return &oauth2.Config{
-		ClientID:     clientID,
-		ClientSecret: clientSecret,
-		Endpoint:     oauth2.Endpoint{TokenURL: c.cfg.TokenURL, AuthStyle: style},
-		Scopes:       req.Scopes,
-	}
-}
-
-// tokenContext carries the HTTP client for one token request, and says how
-// x/oauth2 is to send the client's credentials. x/oauth2 form-encodes
-// Basic credentials and takes no extra parameters for the password and
-// refresh grants; a wrapped transport does both instead.
-func (c *HTTPClient) tokenContext(ctx context.Context, req TokenRequest, paramsByTransport bool) (context.Context, string, string, oauth2.AuthStyle) {
-	hc := c.http
-	clientID, clientSecret, style := c.cfg.ClientID, c.cfg.ClientSecret, oauth2.AuthStyleInParams
-	wrap := func(rt func(http.RoundTripper) http.RoundTripper) {
-		cp := *hc
-		cp.Transport = rt(hc.Transport)
-		hc = &cp
-	}
-	switch c.cfg.AuthMethod {
-	case AuthClientSecretBasic:
-		style = oauth2.AuthStyleInHeader
-	case AuthClientSecretBasicRaw:
-		id, secret := clientID, clientSecret
-		wrap(func(base http.RoundTripper) http.RoundTripper {
-			return &rawBasicTransport{base: base, user: id, pass: secret}
-		})
-		// Nothing for x/oauth2 to put in the body.
-		clientID, clientSecret = "", ""
-	}
-	if len(req.Params) > 0 && paramsByTransport {
-		wrap(func(base http.RoundTripper) http.RoundTripper {
-			return &formParamsTransport{base: base, params: req.Params}
-		})
-	}
-	return context.WithValue(ctx, oauth2.HTTPClient, hc), clientID, clientSecret, style
-}
-
-func (c *HTTPClient) toToken(tok *oauth2.Token, requested []string, arrived time.Time) (*Token, error) {
-	expiresIn := expiresInSeconds(tok.Extra("expires_in"))
-	if expiresIn <= 0 {
-		return nil, &Error{Op: "token request", URL: redactURL(c.cfg.TokenURL), StatusCode: http.StatusOK,
-			Description: "the answer has no positive expires_in, so no lease can be sized for the token"}
-	}
-	scope, _ := tok.Extra("scope").(string)
-	scope = strings.Join(strings.Fields(scope), " ")
-	if scope == "" {
-		// RFC 6749 §5.1: an omitted scope is the scope that was asked for.
-		scope = strings.Join(requested, " ")
-	}
-	tokenType := tok.TokenType
-	if tokenType == "" {
-		tokenType = "Bearer"
-	}
-	return &Token{
-		AccessToken:  tok.AccessToken,
-		TokenType:    tokenType,
-		Scope:        scope,
-		RefreshToken: tok.RefreshToken,
-		IssuedAt:     arrived,
-		ExpiresAt:    arrived.Add(time.Duration(expiresIn) * time.Second),
-	}, nil
-}
-
-// expiresInSeconds reads expires_in as x/oauth2 keeps it: a float64 or a
-// string from a JSON answer (some servers send a string), an int64 from a
-// form-encoded one.
-func expiresInSeconds(v any) int64 {
-	switch n := v.(type) {
-	case int64:
-		return n
-	case float64:
-		return int64(n)
-	case json.Number:
-		i, _ := n.Int64()
-		return i
-	case string:
-		i, _ := strconv.ParseInt(strings.TrimSpace(n), 10, 64)
-		return i
-	}
-	return 0
-}
-
-// tokenError turns what x/oauth2 returns into an Error that names the
-// status and OAuth2 error code but never echoes the body, which could
-// hold anything.
-func (c *HTTPClient) tokenError(op string, err error) error {
-	e := &Error{Op: op, URL: redactURL(c.cfg.TokenURL)}
-	var re *oauth2.RetrieveError
-	switch {
-	case errors.As(err, &re):
-		if re.Response != nil {
-			e.StatusCode = re.Response.StatusCode
-		}
-		e.Code = re.ErrorCode
-		e.Description = c.redact(re.ErrorDescription)
-	default:
-		e.Err = unwrapURLError(err)
-	}
-	return e
 }
 
 // CreateClientSecret logs in with the current secret and creates a new

@@ -362,3 +362,52 @@ func TestRefreshAndLogout_AgainstTheCameraManagerFake(t *testing.T) {
 	require.ErrorContains(t, c.Logout(ctx, login.AccessToken), "logout to "+fake.CameraManagerLogoutURL()+" failed: HTTP 503")
 	require.Empty(t, fake.Unexpected())
 }
+
+// The answer forms servers send: JSON whatever the content type, and
+// form-encoded as text/plain; nothing after the JSON object.
+func TestToken_AnswerForms(t *testing.T) {
+	cases := []struct {
+		name, body, contentType string
+		wantErr                 string
+	}{
+		{"JSON as text/plain", `{"access_token":"t","expires_in":60}`, "text/plain", ""},
+		{"JSON with no content type", ` {"access_token":"t","expires_in":60}`, "", ""},
+		{"form as text/plain", `access_token=t&expires_in=60`, "text/plain; charset=utf-8", ""},
+		{"JSON and then more", `{"access_token":"t","expires_in":60} {}`, "application/json", "cannot parse"},
+		{"a JSON array", `[{"access_token":"t","expires_in":60}]`, "application/json", "cannot parse"},
+		{"HTML", `<html>maintenance</html>`, "text/html", "cannot parse"},
+		{"an error in a 200", `{"error":"invalid_scope","error_description":"no"}`, "application/json", `HTTP 200, OAuth2 error "invalid_scope": no`},
+		{"access_token not a string", `{"access_token":5,"expires_in":60}`, "application/json", "missing access_token"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, _ := recordingServer(t, func(w http.ResponseWriter) {
+				w.Header().Set("Content-Type", tc.contentType)
+				fmt.Fprint(w, tc.body)
+			})
+			c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "secret",
+				GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+			tok, err := c.Token(context.Background(), upstream.TokenRequest{})
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, "t", tok.AccessToken)
+			require.Equal(t, time.Minute, tok.Lifetime())
+		})
+	}
+}
+
+// RFC 6749 §6: a refresh answer without a refresh_token leaves the one
+// sent in force.
+func TestRefresh_KeepsTheRefreshTokenTheServerDidNotReplace(t *testing.T) {
+	srv, last := recordingServer(t, nil)
+	c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "secret",
+		GrantType: upstream.GrantPassword, AuthMethod: upstream.AuthClientSecretBasicRaw})
+	tok, err := c.Refresh(context.Background(), "rt-1", upstream.TokenRequest{Scopes: []string{"write"}, Params: url.Values{"refresh_token": {"other"}}})
+	require.NoError(t, err)
+	require.Equal(t, "rt-1", tok.RefreshToken)
+	require.Equal(t, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"rt-1"}, "scope": {"write"}}, last.Load().form,
+		"an extra parameter never replaces the grant's own")
+}
