@@ -305,7 +305,7 @@ func (c *HTTPClient) manage(ctx context.Context, method, op string, query url.Va
 
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return &Error{Op: op, URL: redactURL(c.cfg.RotationURL), Err: unwrapURLError(err)}
+		return &Error{Op: op, URL: redactURL(c.cfg.RotationURL), Err: c.redactor(tok.AccessToken).err(unwrapURLError(err))}
 	}
 	defer resp.Body.Close()
 	data, err := readBounded(resp.Body)
@@ -314,12 +314,8 @@ func (c *HTTPClient) manage(ctx context.Context, method, op string, query url.Va
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		e := &Error{Op: op, URL: redactURL(c.cfg.RotationURL), StatusCode: resp.StatusCode}
-		var oe struct {
-			Error       string `json:"error"`
-			Description string `json:"error_description"`
-		}
-		if json.Unmarshal(data, &oe) == nil {
-			e.Code, e.Description = oe.Error, c.redact(oe.Description)
+		if answer, ok := parseTokenAnswer(resp.Header.Get("Content-Type"), data); ok {
+			e.setOAuth2Error(c.redactor(tok.AccessToken), answer.text("error"), answer.text("error_description"))
 		}
 		return e
 	}
@@ -348,7 +344,7 @@ func (c *HTTPClient) Logout(ctx context.Context, accessToken string) error {
 	req.Header.Set("Authorization", "Bearer "+accessToken)
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return &Error{Op: op, URL: redactURL(c.cfg.RevocationURL), Err: unwrapURLError(err)}
+		return &Error{Op: op, URL: redactURL(c.cfg.RevocationURL), Err: c.redactor(accessToken).err(unwrapURLError(err))}
 	}
 	defer resp.Body.Close()
 	_, _ = readBounded(resp.Body)
@@ -371,24 +367,4 @@ func readBounded(r io.Reader) ([]byte, error) {
 		return nil, fmt.Errorf("the answer is larger than %d bytes", maxBodyBytes)
 	}
 	return data, nil
-}
-
-// redact removes every configured secret from text the upstream chose, in
-// case a server echoes what it was sent.
-func (c *HTTPClient) redact(s string) string {
-	for _, secret := range []string{c.cfg.ClientSecret, c.cfg.Password, c.cfg.Username} {
-		if secret != "" {
-			s = strings.ReplaceAll(s, secret, "[redacted]")
-		}
-	}
-	const maxLen = 300
-	if len(s) > maxLen {
-		s = s[:maxLen] + "…"
-	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
 }

@@ -44,6 +44,17 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// setOAuth2Error sets the code and description of an OAuth2 error answer
+// (RFC 6749 §5.2), with every credential out and both bounded. A code
+// that is not one RFC 6749 allows is dropped, and the description says so.
+func (e *Error) setOAuth2Error(r *redactor, code, description string) {
+	e.Description = r.text(description)
+	var valid bool
+	if e.Code, valid = r.code(code); !valid {
+		e.Description = strings.TrimSuffix("the answer's error code is not a valid OAuth2 error code; "+e.Description, "; ")
+	}
+}
+
 // IsInvalidClient reports whether the upstream refused the client's
 // credentials: the stored secret is wrong, expired or deleted.
 func IsInvalidClient(err error) bool {

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"unicode/utf16"
 
@@ -171,7 +172,9 @@ func TestError_CodeIsBoundedAndRedacted(t *testing.T) {
 // a secret with + or $ passed. Each credential the client holds, in each
 // encoding, in the error description and in the error code.
 func TestError_RedactsEveryEncodingOfEveryCredential(t *testing.T) {
-	type call func(t *testing.T, secret string, echo func(w http.ResponseWriter)) (err error, id string)
+	// Each call makes its own client, against one server per credential
+	// and secret whose answers the subtests set in turn.
+	type call func(t *testing.T, srv *httptest.Server, secret string) (err error, id string)
 	clientFor := func(t *testing.T, srv *httptest.Server, cfg upstream.Config) *upstream.HTTPClient {
 		cfg.TokenURL, cfg.RotationURL, cfg.CACertPEM = srv.URL+"/token", srv.URL+"/api", caPEM(srv)
 		cfg.CustomerID = "cust"
@@ -183,51 +186,58 @@ func TestError_RedactsEveryEncodingOfEveryCredential(t *testing.T) {
 		}
 		return newClient(t, cfg)
 	}
-	credentials := map[string]call{
-		"client secret": func(t *testing.T, secret string, echo func(http.ResponseWriter)) (error, string) {
-			srv := newEchoServer(t, "t", echo, nil)
-			c := clientFor(t, srv, upstream.Config{ClientID: "my-id", ClientSecret: secret})
-			_, err := c.Token(context.Background(), upstream.TokenRequest{})
+	credentials := []struct {
+		name string
+		// api says whether the echo comes from the clientcredentials API
+		// rather than the token endpoint.
+		api bool
+		do  call
+	}{
+		{"client secret", false, func(t *testing.T, srv *httptest.Server, secret string) (error, string) {
+			_, err := clientFor(t, srv, upstream.Config{ClientID: "my-id", ClientSecret: secret}).Token(context.Background(), upstream.TokenRequest{})
 			return err, "my-id"
-		},
-		"client secret as raw Basic": func(t *testing.T, secret string, echo func(http.ResponseWriter)) (error, string) {
-			srv := newEchoServer(t, "t", echo, nil)
+		}},
+		{"client secret as raw Basic", false, func(t *testing.T, srv *httptest.Server, secret string) (error, string) {
 			c := clientFor(t, srv, upstream.Config{ClientID: "my-id", ClientSecret: secret, AuthMethod: upstream.AuthClientSecretBasicRaw})
 			_, err := c.Token(context.Background(), upstream.TokenRequest{})
 			return err, "my-id"
-		},
-		"password": func(t *testing.T, secret string, echo func(http.ResponseWriter)) (error, string) {
-			srv := newEchoServer(t, "t", echo, nil)
+		}},
+		{"password", false, func(t *testing.T, srv *httptest.Server, secret string) (error, string) {
 			c := clientFor(t, srv, upstream.Config{ClientID: "client", GrantType: upstream.GrantPassword, Username: "me", Password: secret})
 			_, err := c.Token(context.Background(), upstream.TokenRequest{})
 			return err, "me"
-		},
-		"refresh token": func(t *testing.T, secret string, echo func(http.ResponseWriter)) (error, string) {
-			srv := newEchoServer(t, "t", echo, nil)
+		}},
+		{"refresh token", false, func(t *testing.T, srv *httptest.Server, secret string) (error, string) {
 			c := clientFor(t, srv, upstream.Config{ClientID: "my-id", ClientSecret: "s3cret-other", AuthMethod: upstream.AuthClientSecretBasicRaw})
 			_, err := c.Refresh(context.Background(), secret, upstream.TokenRequest{})
 			return err, ""
-		},
-		"access token, echoed by the clientcredentials API": func(t *testing.T, secret string, echo func(http.ResponseWriter)) (error, string) {
-			srv := newEchoServer(t, secret, nil, echo)
-			c := clientFor(t, srv, upstream.Config{ClientID: "my-id", ClientSecret: "s3cret-other"})
-			_, err := c.ListClientSecrets(context.Background())
+		}},
+		{"access token, echoed by the clientcredentials API", true, func(t *testing.T, srv *httptest.Server, _ string) (error, string) {
+			_, err := clientFor(t, srv, upstream.Config{ClientID: "my-id", ClientSecret: "s3cret-other"}).ListClientSecrets(context.Background())
 			return err, ""
-		},
+		}},
 	}
-	for credName, do := range credentials {
+	for _, cred := range credentials {
 		for secretName, secret := range awkwardSecrets {
+			var answer atomic.Pointer[func(http.ResponseWriter)]
+			echo := func(w http.ResponseWriter) { (*answer.Load())(w) }
+			tokenEcho, apiEcho, accessToken := echo, (func(http.ResponseWriter))(nil), "t"
+			if cred.api {
+				tokenEcho, apiEcho, accessToken = nil, echo, secret
+			}
+			srv := newEchoServer(t, accessToken, tokenEcho, apiEcho)
 			for encName, enc := range encodings("my-id", secret) {
 				for _, where := range []string{"error_description", "error"} {
-					t.Run(credName+"/"+secretName+"/"+encName+"/"+where, func(t *testing.T) {
-						echo := func(w http.ResponseWriter) {
+					t.Run(cred.name+"/"+secretName+"/"+encName+"/"+where, func(t *testing.T) {
+						a := func(w http.ResponseWriter) {
 							if where == "error" {
 								oauthError(w, http.StatusBadRequest, enc, "")
 								return
 							}
 							oauthError(w, http.StatusBadRequest, "invalid_request", "you sent "+enc+", which is wrong")
 						}
-						err, id := do(t, secret, echo)
+						answer.Store(&a)
+						err, id := cred.do(t, srv, secret)
 						require.Error(t, err)
 						require.Contains(t, err.Error(), "HTTP 400")
 						requireNoEncoding(t, err.Error(), id, secret)
@@ -258,4 +268,71 @@ func newEchoServer(t *testing.T, accessToken string, tokenAnswer, apiAnswer func
 	}))
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// An encoding nobody listed (twice over, inside other base64, as HTML
+// entities) still keeps the credential out: the whole text is withheld.
+func TestError_WithholdsTextWithAnEncodingNotListed(t *testing.T) {
+	secret := awkwardSecrets["specials"]
+	cases := map[string]string{
+		"URL-encoded twice":          url.QueryEscape(url.QueryEscape(secret)),
+		"base64 of a bearer header":  base64.StdEncoding.EncodeToString([]byte("Bearer: " + secret)),
+		"base64 of a form body":      base64.RawURLEncoding.EncodeToString([]byte("a=1&client_secret=" + url.QueryEscape(secret))),
+		"HTML entities":              strings.NewReplacer("+", "&#43;", "&", "&amp;", "<", "&lt;").Replace(secret),
+		"JSON-escaped, URL-encoded":  url.QueryEscape(encodings("", secret)["JSON escaped, ASCII"]),
+		"upper and lower hex, mixed": strings.Replace(url.QueryEscape(secret), "%2B", "%2b", 1),
+	}
+	for name, enc := range cases {
+		t.Run(name, func(t *testing.T) {
+			srv := newEchoServer(t, "t", func(w http.ResponseWriter) {
+				oauthError(w, http.StatusBadRequest, "invalid_request", "you sent "+enc)
+			}, nil)
+			c := newClient(t, upstream.Config{TokenURL: srv.URL + "/token", CACertPEM: caPEM(srv), ClientID: "my-id", ClientSecret: secret,
+				GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+			_, err := c.Token(context.Background(), upstream.TokenRequest{})
+			require.ErrorContains(t, err, `HTTP 400, OAuth2 error "invalid_request": `)
+			require.False(t, strings.Contains(err.Error(), enc), "the credential is in the error")
+			requireNoEncoding(t, err.Error(), "my-id", secret)
+		})
+	}
+}
+
+// What the upstream says is kept short and printable, and a text cut
+// short never ends in part of a credential.
+func TestError_TextIsBoundedAndPrintable(t *testing.T) {
+	long := strings.Repeat(`l0ng+$ecret/`, 100) // 1200 bytes
+	cases := []struct {
+		name, description, secret string
+		want                      string
+	}{
+		{"control characters", "line1\nline2\ttab\x00nul\u202eoverride\x7f", "s3cr3t-value", "line1 line2 tab nul override "},
+		{"invalid UTF-8", "bad \xff\xfe bytes", "s3cr3t-value", "bad \uFFFD\uFFFD bytes"},
+		{"half a megabyte", strings.Repeat("y", 1<<19), "s3cr3t-value", strings.Repeat("y", 300) + "…"},
+		{"cut within a rune", strings.Repeat("y", 299) + "é and more", "s3cr3t-value", strings.Repeat("y", 299) + "…"},
+	}
+	// However far in the text is cut, no remnant of a long credential
+	// that straddles the cut shows.
+	for n := 1; n <= 40; n++ {
+		cases = append(cases, struct{ name, description, secret, want string }{
+			fmt.Sprintf("%d long credentials and then one more", n), strings.Repeat(long+" ", n) + long, long, "",
+		})
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newEchoServer(t, "t", func(w http.ResponseWriter) {
+				oauthError(w, http.StatusBadRequest, "invalid_request", tc.description)
+			}, nil)
+			c := newClient(t, upstream.Config{TokenURL: srv.URL + "/token", CACertPEM: caPEM(srv), ClientID: "my-id", ClientSecret: tc.secret,
+				GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+			_, err := c.Token(context.Background(), upstream.TokenRequest{})
+			var ue *upstream.Error
+			require.True(t, errors.As(err, &ue))
+			require.LessOrEqual(t, len(ue.Description), 300+len("…"))
+			if tc.want != "" {
+				require.Equal(t, tc.want, ue.Description)
+			}
+			requireNoEncoding(t, err.Error(), "my-id", tc.secret)
+			require.False(t, strings.Contains(err.Error(), tc.secret[:12]), "part of the credential is in the error")
+		})
+	}
 }

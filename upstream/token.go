@@ -34,7 +34,7 @@ func (c *HTTPClient) Token(ctx context.Context, req TokenRequest) (*Token, error
 // scope goes along, as CameraManager's page sends it.
 func (c *HTTPClient) Refresh(ctx context.Context, refreshToken string, req TokenRequest) (*Token, error) {
 	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refreshToken}}
-	tok, err := c.tokenExchange(ctx, "token refresh", form, req)
+	tok, err := c.tokenExchange(ctx, "token refresh", form, req, refreshToken)
 	if err != nil {
 		return nil, err
 	}
@@ -48,8 +48,9 @@ func (c *HTTPClient) Refresh(ctx context.Context, refreshToken string, req Token
 
 // tokenExchange sends one token request with the grant's form, the scopes
 // and extra parameters, and the client's credentials as the auth method
-// says, and reads the answer (RFC 6749 §5).
-func (c *HTTPClient) tokenExchange(ctx context.Context, op string, form url.Values, treq TokenRequest) (*Token, error) {
+// says, and reads the answer (RFC 6749 §5). held are credentials the
+// request carries besides the configured ones, to redact from the answer.
+func (c *HTTPClient) tokenExchange(ctx context.Context, op string, form url.Values, treq TokenRequest, held ...string) (*Token, error) {
 	var basicUser, basicPass string
 	switch c.cfg.AuthMethod {
 	case AuthClientSecretPost:
@@ -90,7 +91,7 @@ func (c *HTTPClient) tokenExchange(ctx context.Context, op string, form url.Valu
 	resp, err := c.http.Do(req)
 	arrived := time.Now()
 	if err != nil {
-		e.Err = unwrapURLError(err)
+		e.Err = c.redactor(held...).err(unwrapURLError(err))
 		return nil, e
 	}
 	defer resp.Body.Close()
@@ -103,7 +104,7 @@ func (c *HTTPClient) tokenExchange(ctx context.Context, op string, form url.Valu
 	answer, parsed := parseTokenAnswer(resp.Header.Get("Content-Type"), data)
 	code := answer.text("error")
 	if resp.StatusCode < 200 || resp.StatusCode > 299 || code != "" {
-		e.Code, e.Description = code, c.redact(answer.text("error_description"))
+		e.setOAuth2Error(c.redactor(held...), code, answer.text("error_description"))
 		return nil, e
 	}
 	if !parsed {
