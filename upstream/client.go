@@ -78,6 +78,12 @@ type Config struct {
 	// upstream's TLS certificate; otherwise the system roots are used.
 	CACertPEM string
 	Timeout   time.Duration
+
+	// DefaultTokenLifetime, when > 0, is how long a token lives whose
+	// answer has no expires_in (RFC 6749 §5.1 makes it optional: the
+	// server documents the lifetime instead). When 0, such an answer is
+	// refused, as no lease can be sized for its token.
+	DefaultTokenLifetime time.Duration
 }
 
 // Token is an access token as the token endpoint issued it.
