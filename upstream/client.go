@@ -93,7 +93,8 @@ type Token struct {
 	Scope        string
 	RefreshToken string
 	// IssuedAt is when the answer arrived; ExpiresAt is IssuedAt plus
-	// expires_in, so both are on this machine's clock.
+	// expires_in (or Config.DefaultTokenLifetime when the answer has none,
+	// and at most MaxTokenLifetime), so both are on this machine's clock.
 	IssuedAt  time.Time
 	ExpiresAt time.Time
 }
@@ -103,12 +104,77 @@ func (t *Token) Lifetime() time.Duration { return t.ExpiresAt.Sub(t.IssuedAt) }
 
 // ClientSecret is one secret of the clientcredentials API. Secret is set
 // only in the answer to a create: the upstream does not store it.
+// CreatedAt is zero when the answer's time could not be read.
 type ClientSecret struct {
 	ID          string    `json:"id"`
 	Description string    `json:"description"`
 	ClientID    string    `json:"client_id,omitempty"`
 	CreatedAt   time.Time `json:"createdAt"`
 	Secret      string    `json:"secret,omitempty"`
+}
+
+// UnmarshalJSON reads a secret leniently. The answer to a create is the
+// only time the API shows the new secret's value, so nothing merely
+// informational in it (a time in another format, a numeric id, a field
+// named created_at) may fail the decoding and lose that value.
+func (s *ClientSecret) UnmarshalJSON(data []byte) error {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil {
+		return err
+	}
+	field := func(names ...string) json.RawMessage {
+		for _, name := range names {
+			if v, ok := fields[name]; ok {
+				return v
+			}
+		}
+		// encoding/json matches names without regard to case; so does this.
+		for _, name := range names {
+			for k, v := range fields {
+				if strings.EqualFold(k, name) {
+					return v
+				}
+			}
+		}
+		return nil
+	}
+	*s = ClientSecret{
+		ID:          lenientText(field("id")),
+		Description: lenientText(field("description")),
+		ClientID:    lenientText(field("client_id", "clientId")),
+		CreatedAt:   lenientTime(field("createdAt", "created_at")),
+		Secret:      lenientText(field("secret")),
+	}
+	return nil
+}
+
+// lenientText is a JSON string, or a number as it was written, else "".
+func lenientText(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var n json.Number
+	if json.Unmarshal(raw, &n) == nil {
+		return n.String()
+	}
+	return ""
+}
+
+// lenientTime reads RFC 3339 with or without a fraction, or without a
+// zone (taken as UTC, as .NET writes a UTC time it does not mark); else
+// it is the zero time.
+func lenientTime(raw json.RawMessage) time.Time {
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return time.Time{}
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999"} {
+		if t, err := time.Parse(layout, strings.TrimSpace(s)); err == nil {
+			return t
+		}
+	}
+	return time.Time{}
 }
 
 // TokenRequest asks for a token with these scopes; Params are extra form
@@ -169,6 +235,7 @@ func New(cfg Config) (*HTTPClient, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
+	cfg.DefaultTokenLifetime = min(max(cfg.DefaultTokenLifetime, 0), MaxTokenLifetime)
 	hc, err := newHTTPClient(cfg.CACertPEM, cfg.Timeout)
 	if err != nil {
 		return nil, err
@@ -260,10 +327,15 @@ func (c *HTTPClient) ListClientSecrets(ctx context.Context) ([]ClientSecret, err
 	if err := c.manage(ctx, http.MethodGet, "list client secrets", q, &list); err != nil {
 		return nil, err
 	}
-	for i := range list {
-		list[i].Secret = "" // never carry a value the API should not have sent
+	out := list[:0]
+	for _, s := range list {
+		if s.ID == "" {
+			continue // nothing can be done with a secret that has no id
+		}
+		s.Secret = "" // never carry a value the API should not have sent
+		out = append(out, s)
 	}
-	return list, nil
+	return out, nil
 }
 
 // manage makes one bearer-authenticated call to the clientcredentials API

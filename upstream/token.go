@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"mime"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -162,9 +164,9 @@ func (c *HTTPClient) toToken(answer tokenAnswer, requested []string, arrived tim
 		e.Description = "the answer is missing access_token"
 		return nil, e
 	}
-	expiresIn := expiresInSeconds(answer["expires_in"])
-	if expiresIn <= 0 {
-		e.Description = "the answer has no positive expires_in, so no lease can be sized for the token"
+	lifetime, problem := c.lifetime(answer["expires_in"])
+	if problem != "" {
+		e.Description = problem
 		return nil, e
 	}
 	scope := strings.Join(strings.Fields(answer.text("scope")), " ")
@@ -182,20 +184,50 @@ func (c *HTTPClient) toToken(answer tokenAnswer, requested []string, arrived tim
 		Scope:        scope,
 		RefreshToken: answer.text("refresh_token"),
 		IssuedAt:     arrived,
-		ExpiresAt:    arrived.Add(time.Duration(expiresIn) * time.Second),
+		ExpiresAt:    arrived.Add(lifetime),
 	}, nil
 }
 
-// expiresInSeconds reads expires_in, a JSON number or a string (some
-// servers send a string, and a form-encoded answer has nothing else).
-func expiresInSeconds(v any) int64 {
+// MaxTokenLifetime is the longest a token is taken to live. A server that
+// says longer (expires_in 1e30) is believed up to here: Vault caps the
+// lease far sooner anyway, and no arithmetic on the expiry can overflow.
+const MaxTokenLifetime = 365 * 24 * time.Hour
+
+// seconds is a number as JSON writes one, leading zeros allowed.
+var seconds = regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$`)
+
+// lifetime reads expires_in: a JSON number, or a string holding one (some
+// servers send a string, and a form-encoded answer has nothing else),
+// whole seconds counted, at most MaxTokenLifetime. An answer without it
+// gets the configured default; otherwise problem says what is wrong.
+func (c *HTTPClient) lifetime(v any) (lifetime time.Duration, problem string) {
+	var text string
 	switch n := v.(type) {
+	case nil:
 	case json.Number:
-		i, _ := n.Int64()
-		return i
+		text = n.String()
 	case string:
-		i, _ := strconv.ParseInt(strings.TrimSpace(n), 10, 64)
-		return i
+		text = strings.TrimPrefix(strings.TrimSpace(n), "+")
+	default:
+		return 0, "the answer's expires_in is not a number of seconds, so no lease can be sized for the token"
 	}
-	return 0
+	if text == "" {
+		if c.cfg.DefaultTokenLifetime > 0 {
+			return c.cfg.DefaultTokenLifetime, ""
+		}
+		return 0, "the answer has no expires_in, so no lease can be sized for the token; " +
+			"if the server documents how long its tokens live, set default_token_lifetime to that"
+	}
+	if !seconds.MatchString(text) {
+		return 0, "the answer's expires_in is not a number of seconds, so no lease can be sized for the token"
+	}
+	// A range error leaves f at ±Inf or 0, which the checks below handle.
+	f, _ := strconv.ParseFloat(text, 64)
+	switch {
+	case f < 1:
+		return 0, "the answer's expires_in is less than a second, so no lease can be sized for the token"
+	case f >= MaxTokenLifetime.Seconds():
+		return MaxTokenLifetime, ""
+	}
+	return time.Duration(math.Floor(f)) * time.Second, ""
 }
