@@ -79,6 +79,16 @@ type Config struct {
 	CACertPEM string
 	Timeout   time.Duration
 
+	// MaxAttempts is how many times an exchange that is safe to repeat (a
+	// token request, a list) is tried while the upstream answers 429 or
+	// 5xx, or the connection fails without an answer: 0 or 1 tries once,
+	// and at most MaxAttemptsLimit. Creates, deletes and logouts are tried
+	// once whatever it says. RetryBackoff is the first wait between
+	// attempts, doubled for each further one, with jitter;
+	// DefaultRetryBackoff when 0.
+	MaxAttempts  int
+	RetryBackoff time.Duration
+
 	// DefaultTokenLifetime, when > 0, is how long a token lives whose
 	// answer has no expires_in (RFC 6749 §5.1 makes it optional: the
 	// server documents the lifetime instead). When 0, such an answer is

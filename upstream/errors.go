@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // Error is a failed upstream exchange. Its text names the operation, the
@@ -17,6 +18,11 @@ type Error struct {
 	Code        string
 	Description string
 	Err         error
+	// Attempts is how many times the exchange was tried.
+	Attempts int
+	// RetryAfter is how long the upstream asked to wait (its Retry-After
+	// header, from a 429 or 5xx), so a caller can hold off that long.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
