@@ -246,6 +246,7 @@ func New(cfg Config) (*HTTPClient, error) {
 		cfg.Timeout = DefaultTimeout
 	}
 	cfg.DefaultTokenLifetime = min(max(cfg.DefaultTokenLifetime, 0), MaxTokenLifetime)
+	cfg.MaxAttempts = min(max(cfg.MaxAttempts, 1), MaxAttemptsLimit)
 	hc, err := newHTTPClient(cfg.CACertPEM, cfg.Timeout)
 	if err != nil {
 		return nil, err
@@ -371,75 +372,79 @@ func (c *HTTPClient) manage(ctx context.Context, method, op string, query url.Va
 	}
 	u.RawQuery = q.Encode()
 
-	var body io.Reader
+	var body string
 	if method == http.MethodPost {
 		// The vendor's page shows the client credentials form sent along
 		// with a create; the bearer token is what authorizes it.
-		body = strings.NewReader(url.Values{
+		body = url.Values{
 			"grant_type":    {string(GrantClientCredentials)},
 			"client_id":     {c.cfg.ClientID},
 			"client_secret": {c.cfg.ClientSecret},
-		}.Encode())
+		}.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
-	if err != nil {
-		return &Error{Op: op, URL: redactURL(c.cfg.RotationURL), Err: err}
+	// Only a GET is repeated: a create tried again after it took effect
+	// makes a second secret, and a delete tried again answers 404.
+	a := c.send(ctx, method == http.MethodGet, func(ctx context.Context) (*http.Request, error) {
+		req, err := http.NewRequestWithContext(ctx, method, u.String(), strings.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		if body != "" {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		req.Header.Set("Accept", "application/json")
+		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+		return req, nil
+	})
+	e := &Error{Op: op, URL: redactURL(c.cfg.RotationURL)}
+	a.fill(e)
+	if a.err != nil {
+		e.Err = c.redactor(tok.AccessToken).err(a.err)
+		return e
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	}
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
-
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return &Error{Op: op, URL: redactURL(c.cfg.RotationURL), Err: c.redactor(tok.AccessToken).err(unwrapURLError(err))}
-	}
-	defer resp.Body.Close()
-	data, err := readBounded(resp.Body)
-	if err != nil {
-		return &Error{Op: op, URL: redactURL(c.cfg.RotationURL), StatusCode: resp.StatusCode, Err: err}
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		e := &Error{Op: op, URL: redactURL(c.cfg.RotationURL), StatusCode: resp.StatusCode}
-		if answer, ok := parseTokenAnswer(resp.Header.Get("Content-Type"), data); ok {
-			e.setOAuth2Error(c.redactor(tok.AccessToken), answer.text("error"), answer.text("error_description"))
+	if a.resp.StatusCode < 200 || a.resp.StatusCode > 299 {
+		if parsed, ok := parseTokenAnswer(a.resp.Header.Get("Content-Type"), a.body); ok {
+			e.setOAuth2Error(c.redactor(tok.AccessToken), parsed.text("error"), parsed.text("error_description"))
 		}
 		return e
 	}
 	if out == nil {
 		return nil
 	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return &Error{Op: op, URL: redactURL(c.cfg.RotationURL), StatusCode: resp.StatusCode,
-			Description: "the answer is not the JSON the API documents"}
+	if err := json.Unmarshal(a.body, out); err != nil {
+		e.Description = "the answer is not the JSON the API documents"
+		return e
 	}
 	return nil
 }
 
 // Logout revokes an access token with a DELETE to the revocation URL,
 // authorized by the token itself. A 401 means the token is already gone,
-// which is what a logout wants.
+// which is what a logout wants. It is tried once: Vault retries a
+// revocation that failed.
 func (c *HTTPClient) Logout(ctx context.Context, accessToken string) error {
 	const op = "logout"
 	if c.cfg.RevocationURL == "" {
 		return &Error{Op: op, Description: "no revocation URL is configured"}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, c.cfg.RevocationURL, nil)
-	if err != nil {
-		return &Error{Op: op, URL: redactURL(c.cfg.RevocationURL), Err: err}
-	}
-	req.Header.Set("Authorization", "Bearer "+accessToken)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return &Error{Op: op, URL: redactURL(c.cfg.RevocationURL), Err: c.redactor(accessToken).err(unwrapURLError(err))}
-	}
-	defer resp.Body.Close()
-	_, _ = readBounded(resp.Body)
-	if resp.StatusCode/100 == 2 || resp.StatusCode == http.StatusUnauthorized {
+	a := c.send(ctx, false, func(ctx context.Context) (*http.Request, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, c.cfg.RevocationURL, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+accessToken)
+		return req, nil
+	})
+	e := &Error{Op: op, URL: redactURL(c.cfg.RevocationURL)}
+	a.fill(e)
+	switch {
+	case a.resp == nil:
+		e.Err = c.redactor(accessToken).err(a.err)
+		return e
+	case a.resp.StatusCode/100 == 2 || a.resp.StatusCode == http.StatusUnauthorized:
 		return nil
 	}
-	return &Error{Op: op, URL: redactURL(c.cfg.RevocationURL), StatusCode: resp.StatusCode}
+	return e
 }
 
 // Close lets go of the client's pooled connections. A request still under
@@ -452,7 +457,13 @@ func readBounded(r io.Reader) ([]byte, error) {
 		return nil, err
 	}
 	if len(data) > maxBodyBytes {
-		return nil, fmt.Errorf("the answer is larger than %d bytes", maxBodyBytes)
+		return nil, ownError(fmt.Sprintf("the answer is larger than %d bytes", maxBodyBytes))
 	}
 	return data, nil
 }
+
+// ownError is an error whose whole text this package wrote, so it holds
+// nothing the upstream chose and needs no redaction.
+type ownError string
+
+func (e ownError) Error() string { return string(e) }

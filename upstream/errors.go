@@ -33,6 +33,9 @@ func (e *Error) Error() string {
 		b.WriteString(e.URL)
 	}
 	b.WriteString(" failed")
+	if e.Attempts > 1 {
+		fmt.Fprintf(&b, " after %d attempts", e.Attempts)
+	}
 	if e.StatusCode != 0 {
 		fmt.Fprintf(&b, ": HTTP %d", e.StatusCode)
 	}
@@ -44,6 +47,9 @@ func (e *Error) Error() string {
 	}
 	if e.Err != nil {
 		fmt.Fprintf(&b, ": %v", e.Err)
+	}
+	if e.RetryAfter > 0 {
+		fmt.Fprintf(&b, "; retry after %s, as the upstream's Retry-After asks", e.RetryAfter.Round(time.Second))
 	}
 	return b.String()
 }

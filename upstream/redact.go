@@ -157,8 +157,8 @@ func (r *redactor) code(s string) (code string, ok bool) {
 // and errors.As still see the original. A network error's text can hold
 // what the server sent (net/http quotes a malformed status line).
 func (r *redactor) err(err error) error {
-	if err == nil {
-		return nil
+	if _, own := err.(ownError); err == nil || own {
+		return err
 	}
 	return &redactedError{err: err, text: r.text(err.Error())}
 }

@@ -79,30 +79,27 @@ func (c *HTTPClient) tokenExchange(ctx context.Context, op string, form url.Valu
 	}
 	body := form.Encode()
 
+	// A token request does no harm done twice (at worst a token goes
+	// unused), so it is tried again when the upstream lets it down.
+	a := c.send(ctx, true, func(ctx context.Context) (*http.Request, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.TokenURL, strings.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Accept", "application/json")
+		if c.cfg.AuthMethod != AuthClientSecretPost {
+			req.SetBasicAuth(basicUser, basicPass)
+		}
+		return req, nil
+	})
 	e := &Error{Op: op, URL: redactURL(c.cfg.TokenURL)}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.TokenURL, strings.NewReader(body))
-	if err != nil {
-		e.Err = err
+	a.fill(e)
+	if a.err != nil {
+		e.Err = c.redactor(held...).err(a.err)
 		return nil, e
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-	if c.cfg.AuthMethod != AuthClientSecretPost {
-		req.SetBasicAuth(basicUser, basicPass)
-	}
-	resp, err := c.http.Do(req)
-	arrived := time.Now()
-	if err != nil {
-		e.Err = c.redactor(held...).err(unwrapURLError(err))
-		return nil, e
-	}
-	defer resp.Body.Close()
-	e.StatusCode = resp.StatusCode
-	data, err := readBounded(resp.Body)
-	if err != nil {
-		e.Err = err
-		return nil, e
-	}
+	resp, data := a.resp, a.body
 	answer, parsed := parseTokenAnswer(resp.Header.Get("Content-Type"), data)
 	code := answer.text("error")
 	if resp.StatusCode < 200 || resp.StatusCode > 299 || code != "" {
@@ -113,7 +110,7 @@ func (c *HTTPClient) tokenExchange(ctx context.Context, op string, form url.Valu
 		e.Description = "cannot parse the answer: it is neither a JSON nor a form-encoded token response"
 		return nil, e
 	}
-	return c.toToken(answer, treq.Scopes, arrived)
+	return c.toToken(e, answer, treq.Scopes, a.arrived)
 }
 
 // tokenAnswer is the fields of a token endpoint's answer: strings, or
@@ -157,8 +154,9 @@ func (a tokenAnswer) text(key string) string {
 	return s
 }
 
-func (c *HTTPClient) toToken(answer tokenAnswer, requested []string, arrived time.Time) (*Token, error) {
-	e := &Error{Op: "token request", URL: redactURL(c.cfg.TokenURL), StatusCode: http.StatusOK}
+// toToken makes a Token of a successful answer, or fills e with why it
+// cannot.
+func (c *HTTPClient) toToken(e *Error, answer tokenAnswer, requested []string, arrived time.Time) (*Token, error) {
 	accessToken := answer.text("access_token")
 	if accessToken == "" {
 		e.Description = "the answer is missing access_token"
