@@ -18,7 +18,7 @@ import (
 
 // The token request is made here rather than by golang.org/x/oauth2: its
 // answer parser throws a whole token away for an expires_in it cannot
-// hold in an int32 (fractional, exponent, beyond 2^63), it cannot send
+// read as an int64 (a fraction, an exponent, beyond 2^63), it cannot send
 // Basic credentials unencoded or extra parameters with every grant, and
 // its error keeps the whole answer body in a field whose text prints it.
 
