@@ -50,7 +50,8 @@ const (
 // AuthMethods lists every AuthMethod, for messages.
 var AuthMethods = []AuthMethod{AuthClientSecretPost, AuthClientSecretBasic, AuthClientSecretBasicRaw}
 
-// DefaultTimeout bounds one upstream HTTP exchange when Config.Timeout is 0.
+// DefaultTimeout bounds one attempt at an upstream HTTP exchange (its
+// answer's body read too) when Config.Timeout is 0.
 const DefaultTimeout = 30 * time.Second
 
 // maxBodyBytes bounds what is read of any upstream answer. Token answers
@@ -227,7 +228,7 @@ type HTTPClient struct {
 var _ Client = (*HTTPClient)(nil)
 
 // New checks cfg and builds a client with its own pooled transport that
-// trusts cfg.CACertPEM, follows no redirects and bounds every exchange.
+// trusts cfg.CACertPEM, follows no redirects and bounds every attempt.
 func New(cfg Config) (*HTTPClient, error) {
 	if cfg.TokenURL == "" {
 		return nil, errors.New("no token URL")
@@ -247,14 +248,16 @@ func New(cfg Config) (*HTTPClient, error) {
 	}
 	cfg.DefaultTokenLifetime = min(max(cfg.DefaultTokenLifetime, 0), MaxTokenLifetime)
 	cfg.MaxAttempts = min(max(cfg.MaxAttempts, 1), MaxAttemptsLimit)
-	hc, err := newHTTPClient(cfg.CACertPEM, cfg.Timeout)
+	hc, err := newHTTPClient(cfg.CACertPEM)
 	if err != nil {
 		return nil, err
 	}
 	return &HTTPClient{cfg: cfg, http: hc}, nil
 }
 
-func newHTTPClient(caPEM string, timeout time.Duration) (*http.Client, error) {
+// newHTTPClient is the pooled transport and the redirect rule every call
+// shares; each call's exchange bounds its attempts by Config.Timeout.
+func newHTTPClient(caPEM string) (*http.Client, error) {
 	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
 	if caPEM != "" {
 		pool, err := CertPool(caPEM)
@@ -267,7 +270,6 @@ func newHTTPClient(caPEM string, timeout time.Duration) (*http.Client, error) {
 	transport.TLSClientConfig = tlsConfig
 	return &http.Client{
 		Transport: &acceptJSONTransport{base: transport},
-		Timeout:   timeout,
 		// A redirect could carry the form body, and with it a secret, to
 		// another host: hand the 3xx back as an answer, which is an error.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -384,26 +386,32 @@ func (c *HTTPClient) manage(ctx context.Context, method, op string, query url.Va
 	}
 	// Only a GET is repeated: a create tried again after it took effect
 	// makes a second secret, and a delete tried again answers 404.
-	a := c.send(ctx, method == http.MethodGet, func(ctx context.Context) (*http.Request, error) {
-		req, err := http.NewRequestWithContext(ctx, method, u.String(), strings.NewReader(body))
-		if err != nil {
-			return nil, err
-		}
-		if body != "" {
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		}
-		req.Header.Set("Accept", "application/json")
-		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
-		return req, nil
-	})
+	x := c.newExchange(method == http.MethodGet)
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), strings.NewReader(body))
+	if err != nil {
+		return &Error{Op: op, URL: redactURL(c.cfg.RotationURL), Err: err}
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
 	e := &Error{Op: op, URL: redactURL(c.cfg.RotationURL)}
-	a.fill(e)
-	if a.err != nil {
-		e.Err = c.redactor(tok.AccessToken).err(a.err)
+	resp, err := x.client(x).Do(req)
+	if err != nil {
+		x.fill(e)
+		e.Err = c.redactor(tok.AccessToken).err(unwrapURLError(err))
 		return e
 	}
-	if a.resp.StatusCode < 200 || a.resp.StatusCode > 299 {
-		if parsed, ok := parseTokenAnswer(a.resp.Header.Get("Content-Type"), a.body); ok {
+	defer resp.Body.Close()
+	data, err := readBounded(resp.Body)
+	x.fill(e)
+	if err != nil {
+		e.Err = c.redactor(tok.AccessToken).err(err)
+		return e
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		if parsed, ok := parseTokenAnswer(resp.Header.Get("Content-Type"), data); ok {
 			e.setOAuth2Error(c.redactor(tok.AccessToken), parsed.text("error"), parsed.text("error_description"))
 		}
 		return e
@@ -411,7 +419,7 @@ func (c *HTTPClient) manage(ctx context.Context, method, op string, query url.Va
 	if out == nil {
 		return nil
 	}
-	if err := json.Unmarshal(a.body, out); err != nil {
+	if err := json.Unmarshal(data, out); err != nil {
 		e.Description = "the answer is not the JSON the API documents"
 		return e
 	}
@@ -427,21 +435,23 @@ func (c *HTTPClient) Logout(ctx context.Context, accessToken string) error {
 	if c.cfg.RevocationURL == "" {
 		return &Error{Op: op, Description: "no revocation URL is configured"}
 	}
-	a := c.send(ctx, false, func(ctx context.Context) (*http.Request, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, c.cfg.RevocationURL, nil)
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Authorization", "Bearer "+accessToken)
-		return req, nil
-	})
+	x := c.newExchange(false)
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, c.cfg.RevocationURL, nil)
+	if err != nil {
+		return &Error{Op: op, URL: redactURL(c.cfg.RevocationURL), Err: err}
+	}
+	req.Header.Set("Authorization", "Bearer "+accessToken)
 	e := &Error{Op: op, URL: redactURL(c.cfg.RevocationURL)}
-	a.fill(e)
-	switch {
-	case a.resp == nil:
-		e.Err = c.redactor(accessToken).err(a.err)
+	resp, err := x.client(x).Do(req)
+	if err != nil {
+		x.fill(e)
+		e.Err = c.redactor(accessToken).err(unwrapURLError(err))
 		return e
-	case a.resp.StatusCode/100 == 2 || a.resp.StatusCode == http.StatusUnauthorized:
+	}
+	defer resp.Body.Close()
+	_, _ = readBounded(resp.Body) // so that the connection is reused
+	x.fill(e)
+	if resp.StatusCode/100 == 2 || resp.StatusCode == http.StatusUnauthorized {
 		return nil
 	}
 	return e

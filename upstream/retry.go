@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -26,86 +27,147 @@ const (
 	maxRetryAfter = 24 * time.Hour
 )
 
-// answer is what the last attempt of an exchange got: an HTTP answer with
-// its bounded body, or an error (from the network, or reading the body).
-type answer struct {
-	resp       *http.Response // nil when the exchange got no answer
-	arrived    time.Time      // when resp's header came in
-	body       []byte
-	err        error
-	attempts   int
-	retryAfter time.Duration // from a 429 or 5xx, 0 when it sent none
+// exchange is the transport of one call to the upstream: a token request
+// or a call to the clientcredentials API. It gives each attempt
+// Config.Timeout, tries a repeatable request again when the upstream lets
+// it down, and keeps what the last attempt got, which an Error reports.
+// Being a RoundTripper, it serves any HTTP client the call is made with.
+// An exchange serves one call, on that call's goroutine.
+type exchange struct {
+	c    *HTTPClient
+	base http.RoundTripper
+	// repeatable is a request that does no harm done twice: a token
+	// request (at worst a token goes unused), a GET.
+	repeatable bool
+
+	attempts int
+	resp     *http.Response // the answer the call goes on with; nil when none came
+	arrived  time.Time      // when resp's header came in
 }
 
-// fill sets what every Error built from this answer carries.
-func (a *answer) fill(e *Error) {
-	e.Attempts = a.attempts
-	if a.resp != nil {
-		e.StatusCode = a.resp.StatusCode
-		e.RetryAfter = a.retryAfter
-	}
+func (c *HTTPClient) newExchange(repeatable bool) *exchange {
+	return &exchange{c: c, base: c.http.Transport, repeatable: repeatable}
 }
 
-// send makes one exchange with a request newRequest builds afresh for
-// each attempt. A repeatable exchange (one that does no harm done twice:
-// a token request, a GET) is tried again, up to Config.MaxAttempts times,
-// after a 429 or a 5xx that may pass, or a connection that failed without
-// an answer; each wait is exponential backoff with jitter, or the
-// upstream's Retry-After when that is longer, and is taken only when it
-// ends before the context's deadline. The body of the answer is read and
-// closed here.
-func (c *HTTPClient) send(ctx context.Context, repeatable bool, newRequest func(context.Context) (*http.Request, error)) answer {
+// client is an HTTP client that sends through rt (the exchange, or
+// transports over it) and follows no redirect, as c's does.
+func (x *exchange) client(rt http.RoundTripper) *http.Client {
+	return &http.Client{Transport: rt, CheckRedirect: x.c.http.CheckRedirect}
+}
+
+// RoundTrip sends req, and, when it is repeatable, sends it again (its
+// body from req.GetBody), up to Config.MaxAttempts times, after a 429 or a
+// 5xx that may pass, or a connection that failed without an answer; each
+// wait is exponential backoff with jitter, or the upstream's Retry-After
+// when that is longer, and is taken only when it ends before the
+// context's deadline.
+func (x *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
 	limit := 1
-	if repeatable {
-		limit = c.cfg.MaxAttempts
+	if x.repeatable && rewindable(req) {
+		limit = x.c.cfg.MaxAttempts
 	}
 	for attempt := 1; ; attempt++ {
-		a := c.attempt(ctx, newRequest)
-		a.attempts = attempt
-		if attempt >= limit || !retryable(ctx, a, repeatable) {
-			return a
+		x.attempts = attempt
+		resp, err := x.try(req, attempt)
+		if attempt >= limit || !retryable(ctx, resp, err) {
+			return x.keep(resp), err
 		}
-		wait := max(c.backoff(attempt), a.retryAfter)
-		if !fits(ctx, wait, c.cfg.Timeout) {
-			return a
+		wait := max(x.c.backoff(attempt), retryAfter(resp, x.arrived))
+		if !fits(ctx, wait, x.c.cfg.Timeout) {
+			return x.keep(resp), err
 		}
+		resp = buffered(resp)
 		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			timer.Stop()
-			return a
+			return x.keep(resp), err
 		case <-timer.C:
 		}
 	}
 }
 
-func (c *HTTPClient) attempt(ctx context.Context, newRequest func(context.Context) (*http.Request, error)) answer {
-	req, err := newRequest(ctx)
+// try makes one attempt under its own Config.Timeout, which lasts until
+// the answer's body is closed.
+func (x *exchange) try(req *http.Request, attempt int) (*http.Response, error) {
+	ctx, cancel := context.WithTimeout(req.Context(), x.c.cfg.Timeout)
+	out := req.WithContext(ctx)
+	if attempt > 1 && req.GetBody != nil {
+		body, err := req.GetBody()
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		out.Body = body
+	}
+	resp, err := x.base.RoundTrip(out)
 	if err != nil {
-		return answer{err: err}
+		cancel()
+		return nil, err
 	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return answer{err: unwrapURLError(err)}
+	x.arrived = time.Now()
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// keep makes resp the answer the call goes on with.
+func (x *exchange) keep(resp *http.Response) *http.Response {
+	if resp != nil {
+		x.resp = resp
 	}
-	defer resp.Body.Close()
-	a := answer{resp: resp, arrived: time.Now()}
-	a.body, a.err = readBounded(resp.Body)
-	if retryableStatus(resp.StatusCode) {
-		a.retryAfter, _ = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	return resp
+}
+
+// fill sets what every Error of this exchange carries: the attempts, and
+// the last answer's status and Retry-After.
+func (x *exchange) fill(e *Error) {
+	e.Attempts = x.attempts
+	if x.resp != nil {
+		e.StatusCode = x.resp.StatusCode
+		e.RetryAfter = retryAfter(x.resp, x.arrived)
 	}
-	return a
+}
+
+// rewindable is a request whose body can be sent again.
+func rewindable(req *http.Request) bool {
+	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+}
+
+// buffered reads a failed answer's body (bounded) and closes it, so its
+// connection goes back to the pool during the wait, and the answer can
+// still be the one the call goes on with.
+func buffered(resp *http.Response) *http.Response {
+	if resp == nil {
+		return nil
+	}
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes))
+	_ = resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(data))
+	return resp
+}
+
+// cancelOnClose ends an attempt's context once its answer is read.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
 
 // retryable says whether another attempt may go better.
-func retryable(ctx context.Context, a answer, repeatable bool) bool {
-	if !repeatable || ctx.Err() != nil {
+func retryable(ctx context.Context, resp *http.Response, err error) bool {
+	if ctx.Err() != nil {
 		return false
 	}
-	if a.resp != nil {
-		return retryableStatus(a.resp.StatusCode)
+	if resp != nil {
+		return retryableStatus(resp.StatusCode)
 	}
-	return transient(a.err)
+	return transient(err)
 }
 
 // retryableStatus is an answer that says "not now": too many requests, or
@@ -163,6 +225,16 @@ func fits(ctx context.Context, wait, timeout time.Duration) bool {
 		return wait < time.Until(deadline)
 	}
 	return wait <= timeout
+}
+
+// retryAfter is how long an answer asks to wait: its Retry-After, read on
+// a 429 or a 5xx that may pass, 0 on any other answer or when it has none.
+func retryAfter(resp *http.Response, now time.Time) time.Duration {
+	if resp == nil || !retryableStatus(resp.StatusCode) {
+		return 0
+	}
+	d, _ := parseRetryAfter(resp.Header.Get("Retry-After"), now)
+	return d
 }
 
 // parseRetryAfter reads a Retry-After header (RFC 9110 §10.2.3): a number

@@ -81,25 +81,30 @@ func (c *HTTPClient) tokenExchange(ctx context.Context, op string, form url.Valu
 
 	// A token request does no harm done twice (at worst a token goes
 	// unused), so it is tried again when the upstream lets it down.
-	a := c.send(ctx, true, func(ctx context.Context) (*http.Request, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.TokenURL, strings.NewReader(body))
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("Accept", "application/json")
-		if c.cfg.AuthMethod != AuthClientSecretPost {
-			req.SetBasicAuth(basicUser, basicPass)
-		}
-		return req, nil
-	})
+	x := c.newExchange(true)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.TokenURL, strings.NewReader(body))
+	if err != nil {
+		return nil, &Error{Op: op, URL: redactURL(c.cfg.TokenURL), Err: err}
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	if c.cfg.AuthMethod != AuthClientSecretPost {
+		req.SetBasicAuth(basicUser, basicPass)
+	}
 	e := &Error{Op: op, URL: redactURL(c.cfg.TokenURL)}
-	a.fill(e)
-	if a.err != nil {
-		e.Err = c.redactor(held...).err(a.err)
+	resp, err := x.client(x).Do(req)
+	if err != nil {
+		x.fill(e)
+		e.Err = c.redactor(held...).err(unwrapURLError(err))
 		return nil, e
 	}
-	resp, data := a.resp, a.body
+	defer resp.Body.Close()
+	data, err := readBounded(resp.Body)
+	x.fill(e)
+	if err != nil {
+		e.Err = c.redactor(held...).err(err)
+		return nil, e
+	}
 	answer, parsed := parseTokenAnswer(resp.Header.Get("Content-Type"), data)
 	code := answer.text("error")
 	if resp.StatusCode < 200 || resp.StatusCode > 299 || code != "" {
@@ -110,7 +115,7 @@ func (c *HTTPClient) tokenExchange(ctx context.Context, op string, form url.Valu
 		e.Description = "cannot parse the answer: it is neither a JSON nor a form-encoded token response"
 		return nil, e
 	}
-	return c.toToken(e, answer, treq.Scopes, a.arrived)
+	return c.toToken(e, answer, treq.Scopes, x.arrived)
 }
 
 // tokenAnswer is the fields of a token endpoint's answer: strings, or
