@@ -4,6 +4,7 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
@@ -411,8 +413,8 @@ func (c *HTTPClient) manage(ctx context.Context, method, op string, query url.Va
 		return e
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		if parsed, ok := parseTokenAnswer(resp.Header.Get("Content-Type"), data); ok {
-			e.setOAuth2Error(c.redactor(tok.AccessToken), parsed.text("error"), parsed.text("error_description"))
+		if code, description, ok := apiError(resp.Header.Get("Content-Type"), data); ok {
+			e.setOAuth2Error(c.redactor(tok.AccessToken), code, description)
 		}
 		return e
 	}
@@ -424,6 +426,31 @@ func (c *HTTPClient) manage(ctx context.Context, method, op string, query url.Va
 		return e
 	}
 	return nil
+}
+
+// apiError reads the OAuth2 error (RFC 6749 §5.2) of a failed call to the
+// clientcredentials API: a JSON object, whatever the content type says,
+// or a form when it says so. ok is false for anything else; a field that
+// is not a string is left empty.
+func apiError(contentType string, body []byte) (code, description string, ok bool) {
+	if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && trimmed[0] == '{' {
+		var fields map[string]any
+		if json.Unmarshal(trimmed, &fields) != nil {
+			return "", "", false
+		}
+		code, _ = fields["error"].(string)
+		description, _ = fields["error_description"].(string)
+		return code, description, true
+	}
+	media, _, _ := mime.ParseMediaType(contentType)
+	if media != "application/x-www-form-urlencoded" && media != "text/plain" {
+		return "", "", false
+	}
+	vals, err := url.ParseQuery(string(body))
+	if err != nil {
+		return "", "", false
+	}
+	return vals.Get("error"), vals.Get("error_description"), true
 }
 
 // Logout revokes an access token with a DELETE to the revocation URL,

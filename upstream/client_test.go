@@ -363,14 +363,17 @@ func TestRefreshAndLogout_AgainstTheCameraManagerFake(t *testing.T) {
 	require.Empty(t, fake.Unexpected())
 }
 
-// The answer forms servers send: JSON whatever the content type, and
-// form-encoded as text/plain; nothing after the JSON object.
+// The answer forms x/oauth2 reads: JSON under any content type but
+// text/plain and application/x-www-form-urlencoded, which it reads as a
+// form; nothing after the JSON object. What it cannot read is refused,
+// saying why.
 func TestToken_AnswerForms(t *testing.T) {
 	cases := []struct {
 		name, body, contentType string
 		wantErr                 string
 	}{
-		{"JSON as text/plain", `{"access_token":"t","expires_in":60}`, "text/plain", ""},
+		{"JSON as text/plain, which x/oauth2 reads as a form", `{"access_token":"t","expires_in":60}`, "text/plain",
+			"it is JSON sent as text/plain, which x/oauth2 reads as form-encoded"},
 		{"JSON with no content type", ` {"access_token":"t","expires_in":60}`, "", ""},
 		{"form as text/plain", `access_token=t&expires_in=60`, "text/plain; charset=utf-8", ""},
 		{"JSON and then more", `{"access_token":"t","expires_in":60} {}`, "application/json", "cannot parse"},
@@ -378,6 +381,10 @@ func TestToken_AnswerForms(t *testing.T) {
 		{"HTML", `<html>maintenance</html>`, "text/html", "cannot parse"},
 		{"an error in a 200", `{"error":"invalid_scope","error_description":"no"}`, "application/json", `HTTP 200, OAuth2 error "invalid_scope": no`},
 		{"access_token not a string", `{"access_token":5,"expires_in":60}`, "application/json", "missing access_token"},
+		{"another field of the wrong type", `{"access_token":"t","expires_in":60,"token_type":5}`, "application/json",
+			"one of its fields is not of the type RFC 6749 §5.1 gives it"},
+		{"a form that does not parse", `access_token=t&expires_in=60&%zz`, "application/x-www-form-urlencoded", "not form-encoded"},
+		{"no access_token in a form", `expires_in=60`, "application/x-www-form-urlencoded", "missing access_token"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -410,4 +417,90 @@ func TestRefresh_KeepsTheRefreshTokenTheServerDidNotReplace(t *testing.T) {
 	require.Equal(t, "rt-1", tok.RefreshToken)
 	require.Equal(t, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"rt-1"}, "scope": {"write"}}, last.Load().form,
 		"an extra parameter never replaces the grant's own")
+}
+
+// Extra parameters never replace the grant's own, with client credentials
+// (x/oauth2's EndpointParams, which would let grant_type be replaced and
+// refuse the request for a second scope) as with the other grants.
+func TestToken_ExtraParametersNeverReplaceTheGrants(t *testing.T) {
+	srv, last := recordingServer(t, nil)
+	c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "s",
+		GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+	_, err := c.Token(context.Background(), upstream.TokenRequest{Scopes: []string{"a"},
+		Params: url.Values{"grant_type": {"password"}, "scope": {"everything"}, "client_id": {"other"}, "audience": {"api"}}})
+	require.NoError(t, err)
+	require.Equal(t, url.Values{"grant_type": {"client_credentials"}, "scope": {"a"}, "client_id": {"id"}, "client_secret": {"s"},
+		"audience": {"api"}}, last.Load().form)
+}
+
+// x/oauth2's *RetrieveError keeps the whole answer in Body, and its text
+// prints it when there is no error code: an Error never carries either,
+// for any grant.
+func TestToken_ErrorNeverCarriesTheAnswerBody(t *testing.T) {
+	token := func(c *upstream.HTTPClient) error {
+		_, err := c.Token(context.Background(), upstream.TokenRequest{})
+		return err
+	}
+	grants := map[upstream.GrantType]func(c *upstream.HTTPClient) error{
+		upstream.GrantClientCredentials: token,
+		upstream.GrantPassword:          token,
+		"refresh_token": func(c *upstream.HTTPClient) error {
+			_, err := c.Refresh(context.Background(), "rt", upstream.TokenRequest{})
+			return err
+		},
+	}
+	answers := []struct {
+		name, contentType, body string
+		status                  int
+		want                    string
+	}{
+		{"HTML with no code", "text/html", "<html>internal detail</html>", http.StatusServiceUnavailable, "HTTP 503"},
+		{"JSON with a code", "application/json", `{"error":"invalid_grant","error_uri":"https://internal/detail","x":"internal detail"}`,
+			http.StatusBadRequest, `HTTP 400, OAuth2 error "invalid_grant"`},
+	}
+	for grant, call := range grants {
+		for _, a := range answers {
+			t.Run(string(grant)+"/"+a.name, func(t *testing.T) {
+				srv, _ := recordingServer(t, func(w http.ResponseWriter) {
+					w.Header().Set("Content-Type", a.contentType)
+					w.WriteHeader(a.status)
+					_, _ = io.WriteString(w, a.body)
+				})
+				cfg := upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "s",
+					GrantType: upstream.GrantPassword, Username: "me", Password: "pw", AuthMethod: upstream.AuthClientSecretBasic}
+				if grant == upstream.GrantClientCredentials {
+					cfg.GrantType = grant
+				}
+				err := call(newClient(t, cfg))
+				require.ErrorContains(t, err, a.want)
+				require.NotContains(t, err.Error(), "internal")
+				var ue *upstream.Error
+				require.ErrorAs(t, err, &ue)
+				require.Equal(t, a.status, ue.StatusCode)
+				require.Equal(t, 1, ue.Attempts)
+			})
+		}
+	}
+}
+
+// An answer cut short keeps its cause: x/oauth2 keeps only the text of
+// why reading it failed.
+func TestToken_AnswerCutShortKeepsItsCause(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	srv, _ := recordingServer(t, func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"access_token":"t",`)
+		w.(http.Flusher).Flush()
+		<-release
+	})
+	c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "s",
+		GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := c.Token(ctx, upstream.TokenRequest{})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	var ue *upstream.Error
+	require.ErrorAs(t, err, &ue)
+	require.Equal(t, http.StatusOK, ue.StatusCode)
 }

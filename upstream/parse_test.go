@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,38 +33,54 @@ func tokenClient(t *testing.T, contentType, body string, cfg upstream.Config) *u
 }
 
 // Defect 6: a huge expires_in overflowed (9999999999 s wrapped to a
-// negative lifetime) or lost the whole token (1e30, fractions).
+// negative lifetime) or lost the whole token (1e30, fractions). x/oauth2
+// reads the answer: it takes an integer (a number or a string), clamped
+// to 2^31-1, and refuses the whole answer for a fraction, an exponent or
+// a value beyond 64 bits. Such an answer is refused clearly, naming
+// expires_in; a long lifetime is clamped to a year; none wraps.
 func TestToken_ExpiresInIsClampedOrRefusedNeverWrapped(t *testing.T) {
+	const (
+		notWhole = "the token answer's expires_in is not a whole number of seconds"
+		underOne = "expires_in is less than a second"
+	)
 	cases := []struct {
 		name, expiresIn string
 		want            time.Duration
+		refused         string
 	}{
-		{"beyond time.Duration", `9999999999`, aYear},
-		{"beyond int64", `99999999999999999999`, aYear},
-		{"exponent", `1e30`, aYear},
-		{"beyond float64", `1e400`, aYear},
-		{"a string beyond int64", `"99999999999999999999"`, aYear},
-		{"a string with an exponent", `"1e3"`, 1000 * time.Second},
-		{"fractional", `3600.5`, 3600 * time.Second},
-		{"a fractional string", `" 3600.9 "`, 3600 * time.Second},
-		{"just under a year", `31535999`, aYear - time.Second},
-		{"negative", `-5`, 0},
-		{"hugely negative", `-1e30`, 0},
-		{"zero", `0`, 0},
-		{"under a second", `0.5`, 0},
-		{"not a number", `"soon"`, 0},
-		{"NaN", `"NaN"`, 0},
-		{"infinity", `"Infinity"`, 0},
-		{"hex", `"0x10"`, 0},
-		{"a bool", `true`, 0},
-		{"an object", `{"s":60}`, 0},
+		{"beyond time.Duration", `9999999999`, aYear, ""},
+		{"beyond int32, which x/oauth2 clamps", `3000000000`, aYear, ""},
+		{"a string beyond a year", `"99999999"`, aYear, ""},
+		{"just under a year", `31535999`, aYear - time.Second, ""},
+		{"a string", `"3600"`, time.Hour, ""},
+		{"beyond int64", `99999999999999999999`, 0, notWhole},
+		{"exponent", `1e30`, 0, notWhole},
+		{"beyond float64", `1e400`, 0, notWhole},
+		{"a string beyond int64", `"99999999999999999999"`, 0, notWhole},
+		{"a string with an exponent", `"1e3"`, 0, notWhole},
+		{"fractional", `3600.5`, 0, notWhole},
+		{"a fractional string", `" 3600.9 "`, 0, notWhole},
+		{"negative", `-5`, 0, underOne},
+		{"hugely negative", `-1e30`, 0, notWhole},
+		{"zero", `0`, 0, underOne},
+		{"under a second", `0.5`, 0, notWhole},
+		{"not a number", `"soon"`, 0, notWhole},
+		{"NaN", `"NaN"`, 0, notWhole},
+		{"infinity", `"Infinity"`, 0, notWhole},
+		{"hex", `"0x10"`, 0, notWhole},
+		{"a bool", `true`, 0, notWhole},
+		{"an object", `{"s":60}`, 0, notWhole},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c := tokenClient(t, "application/json", `{"access_token":"t","expires_in":`+tc.expiresIn+`}`, upstream.Config{})
 			tok, err := c.Token(context.Background(), upstream.TokenRequest{})
-			if tc.want == 0 {
-				require.ErrorContains(t, err, "expires_in")
+			if tc.refused != "" {
+				require.ErrorContains(t, err, tc.refused)
+				var ue *upstream.Error
+				require.ErrorAs(t, err, &ue)
+				require.Equal(t, http.StatusOK, ue.StatusCode)
+				require.Nil(t, tok)
 				return
 			}
 			require.NoError(t, err)
@@ -73,10 +90,14 @@ func TestToken_ExpiresInIsClampedOrRefusedNeverWrapped(t *testing.T) {
 	}
 }
 
+// A form-encoded answer's expires_in, which x/oauth2 leaves unchecked
+// (it reads it with strconv.Atoi and ignores what does not parse), is
+// held to the same rule as a JSON one: whole seconds, or refused.
 func TestToken_ExpiresInFormEncoded(t *testing.T) {
 	for body, want := range map[string]time.Duration{
-		"access_token=t&expires_in=1e30":   aYear,
-		"access_token=t&expires_in=60.7":   time.Minute,
+		"access_token=t&expires_in=1e30":   0,
+		"access_token=t&expires_in=60.7":   0,
+		"access_token=t&expires_in=1e400":  0,
 		"access_token=t&expires_in=%2B60":  time.Minute,
 		"access_token=t&expires_in=-60":    0,
 		"access_token=t&expires_in=sixty":  0,
@@ -106,7 +127,9 @@ func TestToken_MissingExpiresInUsesTheDefaultTokenLifetime(t *testing.T) {
 	}{
 		{"omitted, with a default", `{"access_token":"t"}`, time.Hour, time.Hour, ""},
 		{"null, with a default", `{"access_token":"t","expires_in":null}`, time.Hour, time.Hour, ""},
-		{"empty, with a default", `{"access_token":"t","expires_in":""}`, time.Hour, time.Hour, ""},
+		// x/oauth2 refuses the whole answer: "" is not a JSON number.
+		{"empty, with a default", `{"access_token":"t","expires_in":""}`, time.Hour, 0, "expires_in is not a whole number"},
+		{"empty and form-encoded, with a default", `access_token=t&expires_in=`, time.Hour, time.Hour, ""},
 		{"given, with a default", `{"access_token":"t","expires_in":60}`, time.Hour, time.Minute, ""},
 		{"omitted, no default", `{"access_token":"t"}`, 0, 0, "default_token_lifetime"},
 		{"negative, with a default", `{"access_token":"t","expires_in":-1}`, time.Hour, 0, "expires_in"},
@@ -114,7 +137,11 @@ func TestToken_MissingExpiresInUsesTheDefaultTokenLifetime(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c := tokenClient(t, "application/json", tc.body, upstream.Config{DefaultTokenLifetime: tc.def})
+			contentType := "application/json"
+			if !strings.HasPrefix(tc.body, "{") {
+				contentType = "application/x-www-form-urlencoded"
+			}
+			c := tokenClient(t, contentType, tc.body, upstream.Config{DefaultTokenLifetime: tc.def})
 			tok, err := c.Token(context.Background(), upstream.TokenRequest{})
 			if tc.wantErr != "" {
 				require.ErrorContains(t, err, tc.wantErr)

@@ -28,11 +28,13 @@ const (
 )
 
 // exchange is the transport of one call to the upstream: a token request
-// or a call to the clientcredentials API. It gives each attempt
-// Config.Timeout, tries a repeatable request again when the upstream lets
-// it down, and keeps what the last attempt got, which an Error reports.
-// Being a RoundTripper, it serves any HTTP client the call is made with.
-// An exchange serves one call, on that call's goroutine.
+// (made by golang.org/x/oauth2, through the HTTP client it is handed) or a
+// call to the clientcredentials API. It gives each attempt Config.Timeout,
+// tries a repeatable request again when the upstream lets it down, and
+// keeps what the last attempt got (its status and Retry-After, when it
+// arrived, what was read of its body), which an Error reports and
+// x/oauth2's errors do not carry. An exchange serves one call, on that
+// call's goroutine.
 type exchange struct {
 	c    *HTTPClient
 	base http.RoundTripper
@@ -43,6 +45,8 @@ type exchange struct {
 	attempts int
 	resp     *http.Response // the answer the call goes on with; nil when none came
 	arrived  time.Time      // when resp's header came in
+	body     []byte         // what its reader read of resp's body, at most maxBodyBytes
+	readErr  error          // why reading resp's body failed, when it did
 }
 
 func (c *HTTPClient) newExchange(repeatable bool) *exchange {
@@ -111,10 +115,12 @@ func (x *exchange) try(req *http.Request, attempt int) (*http.Response, error) {
 	return resp, nil
 }
 
-// keep makes resp the answer the call goes on with.
+// keep makes resp the answer the call goes on with, and records what its
+// reader reads of the body.
 func (x *exchange) keep(resp *http.Response) *http.Response {
 	if resp != nil {
 		x.resp = resp
+		resp.Body = &recordingBody{ReadCloser: resp.Body, x: x}
 	}
 	return resp
 }
@@ -157,6 +163,24 @@ func (b *cancelOnClose) Close() error {
 	err := b.ReadCloser.Close()
 	b.cancel()
 	return err
+}
+
+// recordingBody keeps, in its exchange, what is read of the body (up to
+// maxBodyBytes) and why reading it failed.
+type recordingBody struct {
+	io.ReadCloser
+	x *exchange
+}
+
+func (b *recordingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if room := maxBodyBytes - len(b.x.body); room > 0 {
+		b.x.body = append(b.x.body, p[:min(n, room)]...)
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		b.x.readErr = err
+	}
+	return n, err
 }
 
 // retryable says whether another attempt may go better.

@@ -1,236 +1,305 @@
 package upstream
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
+	"fmt"
+	"maps"
 	"math"
 	"mime"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
 )
 
-// The token request is made here rather than by golang.org/x/oauth2: its
-// answer parser throws a whole token away for an expires_in it cannot
-// read as an int64 (a fraction, an exponent, beyond 2^63), it cannot send
-// Basic credentials unencoded or extra parameters with every grant, and
-// its error keeps the whole answer body in a field whose text prints it.
+// Token requests are made by golang.org/x/oauth2: it sends the grant's
+// form (RFC 6749 §4.3, §4.4, §6) and reads the answer (§5). What is here
+// fits it to the upstreams: the client's credentials as the auth method
+// says, extra parameters with every grant, retries (the exchange, in the
+// HTTP client x/oauth2 is handed), and a Token on this machine's clock
+// with a bounded lifetime, or an Error that never echoes the answer.
 
 // Token gets a new access token with the configured grant.
 func (c *HTTPClient) Token(ctx context.Context, req TokenRequest) (*Token, error) {
-	form := url.Values{"grant_type": {string(c.cfg.GrantType)}}
-	if c.cfg.GrantType == GrantPassword {
-		form.Set("username", c.cfg.Username)
-		form.Set("password", c.cfg.Password)
+	const op = "token request"
+	x := c.newExchange(true)
+	var (
+		tok *oauth2.Token
+		err error
+	)
+	switch c.cfg.GrantType {
+	case GrantClientCredentials:
+		ctx, clientID, clientSecret, style := c.tokenContext(ctx, x, nil)
+		cc := clientcredentials.Config{
+			ClientID:       clientID,
+			ClientSecret:   clientSecret,
+			TokenURL:       c.cfg.TokenURL,
+			Scopes:         req.Scopes,
+			EndpointParams: endpointParams(req),
+			AuthStyle:      style,
+		}
+		tok, err = cc.Token(ctx)
+	case GrantPassword:
+		// x/oauth2 takes no extra parameters for this grant: the
+		// transport adds them.
+		ctx, clientID, clientSecret, style := c.tokenContext(ctx, x, req.Params)
+		tok, err = c.oauth2Config(clientID, clientSecret, style, req.Scopes).
+			PasswordCredentialsToken(ctx, c.cfg.Username, c.cfg.Password)
 	}
-	return c.tokenExchange(ctx, "token request", form, req)
+	if err != nil {
+		return nil, c.tokenError(op, x, err)
+	}
+	return c.toToken(op, x, tok, req.Scopes)
 }
 
 // Refresh gets a new access token with a refresh token (RFC 6749 §6). The
 // scope goes along, as CameraManager's page sends it.
 func (c *HTTPClient) Refresh(ctx context.Context, refreshToken string, req TokenRequest) (*Token, error) {
-	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refreshToken}}
-	tok, err := c.tokenExchange(ctx, "token refresh", form, req, refreshToken)
-	if err != nil {
-		return nil, err
+	const op = "token refresh"
+	// x/oauth2 sends neither a scope nor extra parameters with a refresh:
+	// the transport adds both.
+	params := url.Values{}
+	maps.Copy(params, req.Params)
+	if len(req.Scopes) > 0 {
+		params.Set("scope", strings.Join(req.Scopes, " "))
 	}
-	if tok.RefreshToken == "" {
-		// RFC 6749 §6: a server that issues no new refresh token leaves
-		// the old one in force.
-		tok.RefreshToken = refreshToken
-	}
-	return tok, nil
-}
-
-// tokenExchange sends one token request with the grant's form, the scopes
-// and extra parameters, and the client's credentials as the auth method
-// says, and reads the answer (RFC 6749 §5). held are credentials the
-// request carries besides the configured ones, to redact from the answer.
-func (c *HTTPClient) tokenExchange(ctx context.Context, op string, form url.Values, treq TokenRequest, held ...string) (*Token, error) {
-	var basicUser, basicPass string
-	switch c.cfg.AuthMethod {
-	case AuthClientSecretPost:
-		if c.cfg.ClientID != "" {
-			form.Set("client_id", c.cfg.ClientID)
-		}
-		if c.cfg.ClientSecret != "" {
-			form.Set("client_secret", c.cfg.ClientSecret)
-		}
-	case AuthClientSecretBasic:
-		// RFC 6749 §2.3.1: each part form-encoded first.
-		basicUser, basicPass = url.QueryEscape(c.cfg.ClientID), url.QueryEscape(c.cfg.ClientSecret)
-	case AuthClientSecretBasicRaw:
-		basicUser, basicPass = c.cfg.ClientID, c.cfg.ClientSecret
-	}
-	if len(treq.Scopes) > 0 {
-		form.Set("scope", strings.Join(treq.Scopes, " "))
-	}
-	// Extra parameters never replace the grant's own or the credentials.
-	for k, v := range treq.Params {
-		if _, taken := form[k]; !taken {
-			form[k] = v
-		}
-	}
-	body := form.Encode()
-
-	// A token request does no harm done twice (at worst a token goes
-	// unused), so it is tried again when the upstream lets it down.
 	x := c.newExchange(true)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.TokenURL, strings.NewReader(body))
+	ctx, clientID, clientSecret, style := c.tokenContext(ctx, x, params)
+	// An expired token makes x/oauth2's TokenSource refresh at once. When
+	// the answer has no refresh_token, x/oauth2 keeps the one sent, which
+	// RFC 6749 §6 leaves in force.
+	expired := &oauth2.Token{RefreshToken: refreshToken, Expiry: time.Now().Add(-time.Hour)}
+	tok, err := c.oauth2Config(clientID, clientSecret, style, req.Scopes).TokenSource(ctx, expired).Token()
 	if err != nil {
-		return nil, &Error{Op: op, URL: redactURL(c.cfg.TokenURL), Err: err}
+		return nil, c.tokenError(op, x, err, refreshToken)
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-	if c.cfg.AuthMethod != AuthClientSecretPost {
-		req.SetBasicAuth(basicUser, basicPass)
-	}
-	e := &Error{Op: op, URL: redactURL(c.cfg.TokenURL)}
-	resp, err := x.client(x).Do(req)
-	if err != nil {
-		x.fill(e)
-		e.Err = c.redactor(held...).err(unwrapURLError(err))
-		return nil, e
-	}
-	defer resp.Body.Close()
-	data, err := readBounded(resp.Body)
-	x.fill(e)
-	if err != nil {
-		e.Err = c.redactor(held...).err(err)
-		return nil, e
-	}
-	answer, parsed := parseTokenAnswer(resp.Header.Get("Content-Type"), data)
-	code := answer.text("error")
-	if resp.StatusCode < 200 || resp.StatusCode > 299 || code != "" {
-		e.setOAuth2Error(c.redactor(held...), code, answer.text("error_description"))
-		return nil, e
-	}
-	if !parsed {
-		e.Description = "cannot parse the answer: it is neither a JSON nor a form-encoded token response"
-		return nil, e
-	}
-	return c.toToken(e, answer, treq.Scopes, x.arrived)
+	return c.toToken(op, x, tok, req.Scopes)
 }
 
-// tokenAnswer is the fields of a token endpoint's answer: strings, or
-// json.Number for JSON numbers.
-type tokenAnswer map[string]any
+func (c *HTTPClient) oauth2Config(clientID, clientSecret string, style oauth2.AuthStyle, scopes []string) *oauth2.Config {
+	return &oauth2.Config{
+		ClientID:     clientID,
+		ClientSecret: clientSecret,
+		Endpoint:     oauth2.Endpoint{TokenURL: c.cfg.TokenURL, AuthStyle: style},
+		Scopes:       scopes,
+	}
+}
 
-// parseTokenAnswer reads a JSON object (whatever the content type says,
-// as some servers send JSON as text/plain) or, as RFC 6749's predecessors
-// and some servers still do, a form-encoded answer.
-func parseTokenAnswer(contentType string, body []byte) (tokenAnswer, bool) {
-	if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && trimmed[0] == '{' {
-		d := json.NewDecoder(bytes.NewReader(trimmed))
-		d.UseNumber()
-		var m map[string]any
-		if err := d.Decode(&m); err != nil {
-			return nil, false
+// tokenContext carries the HTTP client x/oauth2 is to send one token
+// request with (through the exchange x), and says how x/oauth2 is to send
+// the client's credentials. x/oauth2 form-encodes Basic credentials, as
+// RFC 6749 §2.3.1 says; for client_secret_basic_raw it gets none, and a
+// transport sets them as they are. params, when set, are added to the
+// form by a transport, never replacing what x/oauth2 put there.
+func (c *HTTPClient) tokenContext(ctx context.Context, x *exchange, params url.Values) (context.Context, string, string, oauth2.AuthStyle) {
+	var rt http.RoundTripper = x
+	clientID, clientSecret, style := c.cfg.ClientID, c.cfg.ClientSecret, oauth2.AuthStyleInParams
+	switch c.cfg.AuthMethod {
+	case AuthClientSecretBasic:
+		style = oauth2.AuthStyleInHeader
+	case AuthClientSecretBasicRaw:
+		rt = &rawBasicTransport{base: rt, user: clientID, pass: clientSecret}
+		clientID, clientSecret = "", ""
+	}
+	if len(params) > 0 {
+		rt = &formParamsTransport{base: rt, params: params}
+	}
+	return context.WithValue(ctx, oauth2.HTTPClient, x.client(rt)), clientID, clientSecret, style
+}
+
+// endpointParams are the extra parameters for x/oauth2's client
+// credentials grant, without those the grant sets: x/oauth2 would let an
+// extra grant_type replace the grant's, and refuse the request for an
+// extra scope beside Scopes.
+func endpointParams(req TokenRequest) url.Values {
+	out := url.Values{}
+	for k, v := range req.Params {
+		if k == "grant_type" || (k == "scope" && len(req.Scopes) > 0) {
+			continue
 		}
-		if _, err := d.Token(); !errors.Is(err, io.EOF) {
-			return nil, false // something after the object
+		out[k] = v
+	}
+	return out
+}
+
+// tokenError makes an Error of what x/oauth2 returned, with the status,
+// the Retry-After and the attempts of the exchange. A *RetrieveError's
+// Body, the answer as it came, is never kept: only its code and
+// description, bounded and with every credential out.
+func (c *HTTPClient) tokenError(op string, x *exchange, err error, held ...string) error {
+	e := &Error{Op: op, URL: redactURL(c.cfg.TokenURL)}
+	x.fill(e)
+	r := c.redactor(held...)
+	var re *oauth2.RetrieveError
+	switch {
+	case errors.As(err, &re):
+		if re.Response != nil {
+			e.StatusCode = re.Response.StatusCode
+			e.RetryAfter = retryAfter(re.Response, x.arrived)
 		}
-		return m, true
+		e.setOAuth2Error(r, re.ErrorCode, re.ErrorDescription)
+	case x.readErr != nil:
+		// x/oauth2 keeps only the text of why reading the answer failed.
+		e.Err = r.err(x.readErr)
+	case x.resp != nil:
+		// A successful answer x/oauth2 could not read.
+		e.Description = unreadableAnswer(x.resp.Header.Get("Content-Type"), x.body)
+	default:
+		e.Err = r.err(unwrapURLError(err))
+	}
+	return e
+}
+
+// The reasons an answer is refused.
+const (
+	missingAccessToken = "the answer is missing access_token"
+	expiresInNotWhole  = "the token answer's expires_in is not a whole number of seconds; " +
+		"x/oauth2, which reads the answer, takes only an integer (no fraction, no exponent, within 64 bits), " +
+		"so no lease can be sized for the token"
+)
+
+// unreadableAnswer says why x/oauth2 could not read a successful answer.
+// Its error says so only in text that may hold what the server sent, so
+// the answer x/oauth2 read (the exchange keeps it) is looked at again by
+// x/oauth2's rules: a form when the content type says
+// application/x-www-form-urlencoded or text/plain, else a JSON object
+// whose expires_in is an integer and whose fields are of RFC 6749's
+// types; either with an access_token.
+func unreadableAnswer(contentType string, body []byte) string {
+	if len(body) >= maxBodyBytes {
+		return fmt.Sprintf("cannot parse the answer: it is at least %d bytes, all x/oauth2 reads of one", maxBodyBytes)
 	}
 	media, _, _ := mime.ParseMediaType(contentType)
-	if media != "application/x-www-form-urlencoded" && media != "text/plain" {
-		return nil, false
+	if media == "application/x-www-form-urlencoded" || media == "text/plain" {
+		if trimmed := strings.TrimSpace(string(body)); strings.HasPrefix(trimmed, "{") && json.Valid(body) {
+			return "cannot parse the answer: it is JSON sent as " + media +
+				", which x/oauth2 reads as form-encoded; the server must send JSON as application/json"
+		}
+		if _, err := url.ParseQuery(string(body)); err != nil {
+			return "cannot parse the answer: it is not form-encoded, as its content type says"
+		}
+		return missingAccessToken
 	}
-	vals, err := url.ParseQuery(string(body))
-	if err != nil {
-		return nil, false
+	var fields struct {
+		AccessToken json.RawMessage `json:"access_token"`
+		ExpiresIn   json.RawMessage `json:"expires_in"`
 	}
-	m := tokenAnswer{}
-	for k, v := range vals {
-		m[k] = v[0]
+	if json.Unmarshal(body, &fields) != nil {
+		return "cannot parse the answer: it is not a JSON object, and its content type does not say it is form-encoded"
 	}
-	return m, true
+	if !readsAsSeconds(fields.ExpiresIn) {
+		return expiresInNotWhole
+	}
+	var accessToken string
+	if json.Unmarshal(fields.AccessToken, &accessToken) != nil || accessToken == "" {
+		return missingAccessToken
+	}
+	return "cannot parse the answer: one of its fields is not of the type RFC 6749 §5.1 gives it"
 }
 
-// text is a string field, or "" when it is missing or not a string.
-func (a tokenAnswer) text(key string) string {
-	s, _ := a[key].(string)
-	return s
+// readsAsSeconds is whether x/oauth2 reads this JSON expires_in: absent,
+// null, or a number or a string that holds an integer within 64 bits.
+func readsAsSeconds(raw json.RawMessage) bool {
+	if len(raw) == 0 || string(raw) == "null" {
+		return true
+	}
+	var n json.Number
+	if json.Unmarshal(raw, &n) != nil {
+		return false
+	}
+	_, err := n.Int64()
+	return err == nil
 }
 
-// toToken makes a Token of a successful answer, or fills e with why it
-// cannot.
-func (c *HTTPClient) toToken(e *Error, answer tokenAnswer, requested []string, arrived time.Time) (*Token, error) {
-	accessToken := answer.text("access_token")
-	if accessToken == "" {
-		e.Description = "the answer is missing access_token"
-		return nil, e
-	}
-	lifetime, problem := c.lifetime(answer["expires_in"])
+// toToken makes a Token of what x/oauth2 read, issued when the answer
+// arrived, or an Error saying why it cannot.
+func (c *HTTPClient) toToken(op string, x *exchange, tok *oauth2.Token, requested []string) (*Token, error) {
+	lifetime, problem := c.lifetime(tok.Extra("expires_in"))
 	if problem != "" {
-		e.Description = problem
+		e := &Error{Op: op, URL: redactURL(c.cfg.TokenURL), Description: problem}
+		x.fill(e)
 		return nil, e
 	}
-	scope := strings.Join(strings.Fields(answer.text("scope")), " ")
+	scope, _ := tok.Extra("scope").(string)
+	scope = strings.Join(strings.Fields(scope), " ")
 	if scope == "" {
 		// RFC 6749 §5.1: an omitted scope is the scope that was asked for.
 		scope = strings.Join(requested, " ")
 	}
-	tokenType := answer.text("token_type")
+	tokenType := tok.TokenType
 	if tokenType == "" {
 		tokenType = "Bearer"
 	}
 	return &Token{
-		AccessToken:  accessToken,
+		AccessToken:  tok.AccessToken,
 		TokenType:    tokenType,
 		Scope:        scope,
-		RefreshToken: answer.text("refresh_token"),
-		IssuedAt:     arrived,
-		ExpiresAt:    arrived.Add(lifetime),
+		RefreshToken: tok.RefreshToken,
+		IssuedAt:     x.arrived,
+		ExpiresAt:    x.arrived.Add(lifetime),
 	}, nil
 }
 
 // MaxTokenLifetime is the longest a token is taken to live. A server that
-// says longer (expires_in 1e30) is believed up to here: Vault caps the
-// lease far sooner anyway, and no arithmetic on the expiry can overflow.
+// says longer (expires_in 9999999999) is believed up to here: Vault caps
+// the lease far sooner anyway, and no arithmetic on the expiry can
+// overflow.
 const MaxTokenLifetime = 365 * 24 * time.Hour
 
-// seconds is a number as JSON writes one, leading zeros allowed.
-var seconds = regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$`)
-
-// lifetime reads expires_in: a JSON number, or a string holding one (some
-// servers send a string, and a form-encoded answer has nothing else),
-// whole seconds counted, at most MaxTokenLifetime. An answer without it
-// gets the configured default; otherwise problem says what is wrong.
+// lifetime reads expires_in as x/oauth2 keeps it among the token's extra
+// fields. tok.Expiry is not used: x/oauth2 sets it by its own clock, a
+// moment after the answer arrived, and leaves it zero for a form-encoded
+// expires_in it cannot read. From a JSON answer, x/oauth2 has refused any
+// expires_in but an integer, and keeps it as a float64 (a number) or a
+// string (as some servers send it); from a form-encoded one, which it
+// does not check, as an int64, a float64 or a string. A whole number of
+// seconds is taken, at most MaxTokenLifetime; an answer without one gets
+// the configured default; otherwise problem says what is wrong.
 func (c *HTTPClient) lifetime(v any) (lifetime time.Duration, problem string) {
-	var text string
+	var seconds float64
 	switch n := v.(type) {
 	case nil:
-	case json.Number:
-		text = n.String()
+		return c.defaultLifetime()
+	case int64:
+		seconds = float64(n)
+	case float64:
+		seconds = n
 	case string:
-		text = strings.TrimPrefix(strings.TrimSpace(n), "+")
-	default:
-		return 0, "the answer's expires_in is not a number of seconds, so no lease can be sized for the token"
-	}
-	if text == "" {
-		if c.cfg.DefaultTokenLifetime > 0 {
-			return c.cfg.DefaultTokenLifetime, ""
+		s := strings.TrimSpace(n)
+		if s == "" {
+			return c.defaultLifetime()
 		}
-		return 0, "the answer has no expires_in, so no lease can be sized for the token; " +
-			"if the server documents how long its tokens live, set default_token_lifetime to that"
+		i, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, expiresInNotWhole
+		}
+		seconds = float64(i)
+	default:
+		return 0, expiresInNotWhole
 	}
-	if !seconds.MatchString(text) {
-		return 0, "the answer's expires_in is not a number of seconds, so no lease can be sized for the token"
-	}
-	// A range error leaves f at ±Inf or 0, which the checks below handle.
-	f, _ := strconv.ParseFloat(text, 64)
 	switch {
-	case f < 1:
+	case seconds != math.Trunc(seconds): // a fraction
+		return 0, expiresInNotWhole
+	case seconds < 1:
 		return 0, "the answer's expires_in is less than a second, so no lease can be sized for the token"
-	case f >= MaxTokenLifetime.Seconds():
+	case seconds >= MaxTokenLifetime.Seconds():
 		return MaxTokenLifetime, ""
 	}
-	return time.Duration(math.Floor(f)) * time.Second, ""
+	return time.Duration(seconds) * time.Second, ""
+}
+
+// defaultLifetime is the lifetime of a token whose answer has no
+// expires_in, which RFC 6749 §5.1 allows.
+func (c *HTTPClient) defaultLifetime() (time.Duration, string) {
+	if c.cfg.DefaultTokenLifetime > 0 {
+		return c.cfg.DefaultTokenLifetime, ""
+	}
+	return 0, "the answer has no expires_in, so no lease can be sized for the token; " +
+		"if the server documents how long its tokens live, set default_token_lifetime to that"
 }
