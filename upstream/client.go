@@ -295,7 +295,7 @@ func CertPool(caPEM string) (*x509.CertPool, error) {
 		}
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("certificate %d does not parse: %v", n+1, err)
+			return nil, fmt.Errorf("certificate %d does not parse: %w", n+1, err)
 		}
 		pool.AddCert(cert)
 		n++

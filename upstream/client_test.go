@@ -38,7 +38,7 @@ func recordingServer(t *testing.T, answer func(w http.ResponseWriter)) (*httptes
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"access_token":"tok","token_type":"bearer","expires_in":120,"scope":"a  b "}`)
+		_, _ = fmt.Fprint(w, `{"access_token":"tok","token_type":"bearer","expires_in":120,"scope":"a  b "}`)
 	}))
 	t.Cleanup(srv.Close)
 	return srv, last
@@ -115,7 +115,7 @@ func TestToken_AuthMethodsAndGrants(t *testing.T) {
 }
 
 func basic(user, pass string) string {
-	r, _ := http.NewRequest(http.MethodGet, "https://x", nil)
+	r, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, "https://x", nil)
 	r.SetBasicAuth(user, pass)
 	return strings.TrimPrefix(r.Header.Get("Authorization"), "Basic ")
 }
@@ -137,7 +137,7 @@ func TestToken_ExpiresInForms(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, _ := recordingServer(t, func(w http.ResponseWriter) {
 				w.Header().Set("Content-Type", tc.contentType)
-				fmt.Fprint(w, tc.body)
+				_, _ = fmt.Fprint(w, tc.body)
 			})
 			c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "s",
 				GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
@@ -170,7 +170,7 @@ func TestToken_RedirectIsNotFollowed(t *testing.T) {
 func TestToken_BodyIsBounded(t *testing.T) {
 	srv, _ := recordingServer(t, func(w http.ResponseWriter) {
 		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"access_token":"%s","expires_in":60}`, strings.Repeat("x", 2<<20))
+		_, _ = fmt.Fprintf(w, `{"access_token":"%s","expires_in":60}`, strings.Repeat("x", 2<<20))
 	})
 	c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "s",
 		GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
@@ -192,7 +192,7 @@ func TestToken_ErrorNeverEchoesSecrets(t *testing.T) {
 	srv, _ := recordingServer(t, func(w http.ResponseWriter) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusBadRequest)
-		fmt.Fprintf(w, `{"error":"invalid_client","error_description":"bad secret %s\n"}`, secret)
+		_, _ = fmt.Fprintf(w, `{"error":"invalid_client","error_description":"bad secret %s\n"}`, secret)
 	})
 	c := newClient(t, upstream.Config{TokenURL: srv.URL + "/token?tenant=x", CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: secret,
 		GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
@@ -290,7 +290,7 @@ func TestClientSecrets_BoundedAndChecked(t *testing.T) {
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/token" {
 			w.Header().Set("Content-Type", "application/json")
-			fmt.Fprint(w, `{"access_token":"t","expires_in":60}`)
+			_, _ = fmt.Fprint(w, `{"access_token":"t","expires_in":60}`)
 			return
 		}
 		require.Equal(t, "Bearer t", r.Header.Get("Authorization"))
@@ -390,7 +390,7 @@ func TestToken_AnswerForms(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, _ := recordingServer(t, func(w http.ResponseWriter) {
 				w.Header().Set("Content-Type", tc.contentType)
-				fmt.Fprint(w, tc.body)
+				_, _ = fmt.Fprint(w, tc.body)
 			})
 			c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "secret",
 				GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})

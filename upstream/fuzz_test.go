@@ -135,8 +135,10 @@ func FuzzTokenResponse(f *testing.F) {
 		{302, "", ``, ""},
 		{100, "", ``, ""},
 	}
-	for i, s := range seeds {
-		f.Add(s.status, s.contentType, []byte(s.body), s.retryAfter, uint8(i*37))
+	var variant uint8
+	for _, s := range seeds {
+		f.Add(s.status, s.contentType, []byte(s.body), s.retryAfter, variant)
+		variant += 37 // wraps: the seeds spread over the configuration variants
 	}
 	f.Fuzz(func(t *testing.T, status uint16, contentType string, body []byte, retryAfter string, variant uint8) {
 		if status < 100 || status > 999 {

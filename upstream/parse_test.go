@@ -24,7 +24,7 @@ func tokenClient(t *testing.T, contentType, body string, cfg upstream.Config) *u
 	t.Helper()
 	srv, _ := recordingServer(t, func(w http.ResponseWriter) {
 		w.Header().Set("Content-Type", contentType)
-		fmt.Fprint(w, body)
+		_, _ = fmt.Fprint(w, body)
 	})
 	cfg.TokenURL, cfg.CACertPEM = srv.URL, caPEM(srv)
 	cfg.ClientID, cfg.ClientSecret = "id", "secret"
@@ -161,7 +161,7 @@ func clientCredentialsAPI(t *testing.T, createBody, listBody string) *upstream.H
 		w.Header().Set("Content-Type", "application/json")
 		switch {
 		case r.URL.Path == "/token":
-			fmt.Fprint(w, `{"access_token":"t","expires_in":60}`)
+			_, _ = fmt.Fprint(w, `{"access_token":"t","expires_in":60}`)
 		case r.Method == http.MethodPost:
 			_, _ = io.WriteString(w, createBody)
 		case r.Method == http.MethodGet:

@@ -157,7 +157,7 @@ func (r *redactor) code(s string) (code string, ok bool) {
 // and errors.As still see the original. A network error's text can hold
 // what the server sent (net/http quotes a malformed status line).
 func (r *redactor) err(err error) error {
-	if _, own := err.(ownError); err == nil || own {
+	if _, own := err.(ownError); err == nil || own { //nolint:errorlint // only an ownError itself is all this package's text; wrapped, it is not
 		return err
 	}
 	return &redactedError{err: err, text: r.text(err.Error())}

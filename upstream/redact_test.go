@@ -174,7 +174,7 @@ func TestError_CodeIsBoundedAndRedacted(t *testing.T) {
 func TestError_RedactsEveryEncodingOfEveryCredential(t *testing.T) {
 	// Each call makes its own client, against one server per credential
 	// and secret whose answers the subtests set in turn.
-	type call func(t *testing.T, srv *httptest.Server, secret string) (err error, id string)
+	type call func(t *testing.T, srv *httptest.Server, secret string) (id string, err error)
 	clientFor := func(t *testing.T, srv *httptest.Server, cfg upstream.Config) *upstream.HTTPClient {
 		cfg.TokenURL, cfg.RotationURL, cfg.CACertPEM = srv.URL+"/token", srv.URL+"/api", caPEM(srv)
 		cfg.CustomerID = "cust"
@@ -193,28 +193,28 @@ func TestError_RedactsEveryEncodingOfEveryCredential(t *testing.T) {
 		api bool
 		do  call
 	}{
-		{"client secret", false, func(t *testing.T, srv *httptest.Server, secret string) (error, string) {
+		{"client secret", false, func(t *testing.T, srv *httptest.Server, secret string) (string, error) {
 			_, err := clientFor(t, srv, upstream.Config{ClientID: "my-id", ClientSecret: secret}).Token(context.Background(), upstream.TokenRequest{})
-			return err, "my-id"
+			return "my-id", err
 		}},
-		{"client secret as raw Basic", false, func(t *testing.T, srv *httptest.Server, secret string) (error, string) {
+		{"client secret as raw Basic", false, func(t *testing.T, srv *httptest.Server, secret string) (string, error) {
 			c := clientFor(t, srv, upstream.Config{ClientID: "my-id", ClientSecret: secret, AuthMethod: upstream.AuthClientSecretBasicRaw})
 			_, err := c.Token(context.Background(), upstream.TokenRequest{})
-			return err, "my-id"
+			return "my-id", err
 		}},
-		{"password", false, func(t *testing.T, srv *httptest.Server, secret string) (error, string) {
+		{"password", false, func(t *testing.T, srv *httptest.Server, secret string) (string, error) {
 			c := clientFor(t, srv, upstream.Config{ClientID: "client", GrantType: upstream.GrantPassword, Username: "me", Password: secret})
 			_, err := c.Token(context.Background(), upstream.TokenRequest{})
-			return err, "me"
+			return "me", err
 		}},
-		{"refresh token", false, func(t *testing.T, srv *httptest.Server, secret string) (error, string) {
+		{"refresh token", false, func(t *testing.T, srv *httptest.Server, secret string) (string, error) {
 			c := clientFor(t, srv, upstream.Config{ClientID: "my-id", ClientSecret: "s3cret-other", AuthMethod: upstream.AuthClientSecretBasicRaw})
 			_, err := c.Refresh(context.Background(), secret, upstream.TokenRequest{})
-			return err, ""
+			return "", err
 		}},
-		{"access token, echoed by the clientcredentials API", true, func(t *testing.T, srv *httptest.Server, _ string) (error, string) {
+		{"access token, echoed by the clientcredentials API", true, func(t *testing.T, srv *httptest.Server, _ string) (string, error) {
 			_, err := clientFor(t, srv, upstream.Config{ClientID: "my-id", ClientSecret: "s3cret-other"}).ListClientSecrets(context.Background())
-			return err, ""
+			return "", err
 		}},
 	}
 	for _, cred := range credentials {
@@ -237,7 +237,7 @@ func TestError_RedactsEveryEncodingOfEveryCredential(t *testing.T) {
 							oauthError(w, http.StatusBadRequest, "invalid_request", "you sent "+enc+", which is wrong")
 						}
 						answer.Store(&a)
-						err, id := cred.do(t, srv, secret)
+						id, err := cred.do(t, srv, secret)
 						require.Error(t, err)
 						require.Contains(t, err.Error(), "HTTP 400")
 						requireNoEncoding(t, err.Error(), id, secret)

@@ -239,7 +239,7 @@ func (c *HTTPClient) backoff(attempt int) time.Duration {
 		base = DefaultRetryBackoff
 	}
 	d := base << (attempt - 1)
-	return d/2 + rand.N(d/2+1)
+	return d/2 + rand.N(d/2+1) //nolint:gosec // G404: jitter spreads retries out; nothing depends on guessing it
 }
 
 // fits says whether a wait ends before the context's deadline; without a

@@ -51,7 +51,7 @@ func hitTimes(fake *fakeupstream.Server, ep fakeupstream.Endpoint) func() []time
 
 // A failing upstream: token requests and lists are retried on 429, 5xx
 // and a connection dropped without an answer, a bounded number of times,
-// inside the caller's deadline, honouring Retry-After when it fits.
+// inside the caller's deadline, honoring Retry-After when it fits.
 func TestRetry_TokenRequests(t *testing.T) {
 	cases := []struct {
 		name      string
