@@ -42,6 +42,7 @@ type config struct {
 	Scopes                 []string      `json:"scopes,omitempty"`
 	CACert                 string        `json:"ca_cert,omitempty"`
 	RequestTimeout         time.Duration `json:"request_timeout,omitempty"`
+	DefaultTokenLifetime   time.Duration `json:"default_token_lifetime,omitempty"`
 	AllowLoopbackHTTP      bool          `json:"allow_loopback_http,omitempty"`
 
 	// RotationPeriod > 0 or a RotationSchedule (cron, UTC) rotates the
