@@ -179,7 +179,8 @@ func (c *config) validate() error {
 
 // clientConfig is what the upstream client needs of the config.
 func (c *config) clientConfig() upstream.Config {
-	var u upstream.Config
+	// A 429 or 5xx is retried a few times within the caller's deadline.
+	u := upstream.Config{MaxAttempts: upstream.MaxAttemptsLimit}
 	for _, f := range configFields {
 		if f.client != nil {
 			f.client(c, &u)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sync"
 	"time"
+
+	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/upstream"
 )
 
 const (
@@ -104,12 +106,10 @@ func outageError(r failureRecord, now time.Time, replay bool) error {
 
 // retryAfter is how long the upstream asked to wait before the next
 // request (an HTTP Retry-After), or 0.
-//
-// TODO: return the upstream.Error's RetryAfter once the upstream package
-// has it:
-//
-//	var ue *upstream.Error
-//	if errors.As(err, &ue) {
-//		return ue.RetryAfter
-//	}
-func retryAfter(error) time.Duration { return 0 }
+func retryAfter(err error) time.Duration {
+	var ue *upstream.Error
+	if errors.As(err, &ue) {
+		return ue.RetryAfter
+	}
+	return 0
+}

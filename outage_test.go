@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/fakeupstream"
+	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/upstream"
 )
 
 // readMany reads creds/<role> from many goroutines at once and returns
@@ -69,7 +70,9 @@ func TestOutage_FailuresAreRememberedNotAmplified(t *testing.T) {
 			failed, served := e.readMany(t, "app", 1000, 3)
 			require.Equal(t, 3000, failed)
 			require.Zero(t, served)
-			require.Equal(t, 1, e.fake.Hits(ep), "3000 reads during an outage reached the upstream more than once")
+			// One read's worth of requests: it retries a 503 a few times.
+			perRead := upstream.MaxAttemptsLimit
+			require.Equal(t, perRead, e.fake.Hits(ep), "3000 reads during an outage reached the upstream more than once")
 
 			// A remembered failure says what failed and when the next try is.
 			_, err := e.do(t, logical.ReadOperation, "creds/app", nil)
@@ -79,16 +82,16 @@ func TestOutage_FailuresAreRememberedNotAmplified(t *testing.T) {
 			// Per role: another role makes its own request.
 			_, err = e.do(t, logical.ReadOperation, "creds/other", nil)
 			requireCoded(t, err, http.StatusBadGateway, "HTTP 503")
-			require.Equal(t, 2, e.fake.Hits(ep))
+			require.Equal(t, 2*perRead, e.fake.Hits(ep))
 
 			// When the memory runs out one request goes; failing again, the
 			// next wait is longer.
 			clock.Add(outageMemoryMin + 10*time.Millisecond)
 			e.readMany(t, "app", 100, 2)
-			require.Equal(t, 3, e.fake.Hits(ep))
+			require.Equal(t, 3*perRead, e.fake.Hits(ep))
 			clock.Add(outageMemoryMin + 10*time.Millisecond)
 			e.readMany(t, "app", 100, 2)
-			require.Equal(t, 3, e.fake.Hits(ep), "the second wait is longer than the first")
+			require.Equal(t, 3*perRead, e.fake.Hits(ep), "the second wait is longer than the first")
 
 			// The upstream recovers: the first read after the memory runs
 			// out gets a token.
@@ -116,16 +119,18 @@ func TestOutage_ChangesForgetRememberedFailures(t *testing.T) {
 			e.b.now = (&fixedClock{t: time.Now()}).Now
 			e.configure(t, nil)
 			e.role(t, "app", nil)
-			e.fake.InjectFault(fakeupstream.EndpointToken, fakeupstream.Fault{Status: 500})
+			e.fake.InjectFault(fakeupstream.EndpointToken, fakeupstream.Fault{Status: 500, Times: -1})
 			_, err := e.do(t, logical.ReadOperation, "creds/app", nil)
 			requireCoded(t, err, http.StatusBadGateway, "HTTP 500")
 			_, err = e.do(t, logical.ReadOperation, "creds/app", nil)
 			requireCoded(t, err, http.StatusBadGateway, "HTTP 500")
-			require.Equal(t, 1, e.fake.Hits(fakeupstream.EndpointToken))
+			perRead := upstream.MaxAttemptsLimit // the read retried the 500
+			require.Equal(t, perRead, e.fake.Hits(fakeupstream.EndpointToken), "the second read was answered from memory")
 
+			e.fake.ClearFaults()
 			tc.change(t, e)
 			e.read(t, "creds/app")
-			require.Equal(t, 2, e.fake.Hits(fakeupstream.EndpointToken))
+			require.Equal(t, perRead+1, e.fake.Hits(fakeupstream.EndpointToken))
 		})
 	}
 }
@@ -143,4 +148,31 @@ func TestGrowing_DoublesUpToItsLimit(t *testing.T) {
 			require.Equal(t, tc.want, growing(tc.count, time.Second, 30*time.Second))
 		})
 	}
+}
+
+// An upstream that asks for a pause with Retry-After gets it: the failure
+// is remembered that long, not just the short default.
+func TestOutage_RetryAfterIsHonoured(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	clock := &fixedClock{t: time.Now()}
+	e.b.now = clock.Now
+	// A 20 s pause does not fit in a 5 s request: the read fails at once
+	// and says so, rather than retrying.
+	e.configure(t, map[string]any{"request_timeout": "5s"})
+	e.role(t, "app", nil)
+	e.fake.InjectFault(fakeupstream.EndpointToken, fakeupstream.Fault{Status: 429, Code: "slow_down", RetryAfter: "20", Times: -1})
+
+	_, err := e.do(t, logical.ReadOperation, "creds/app", nil)
+	requireCoded(t, err, http.StatusBadGateway, "retry after 20s")
+	hits := e.fake.Hits(fakeupstream.EndpointToken)
+	e.fake.ClearFaults()
+
+	clock.Add(10 * time.Second) // past the default memory, within Retry-After
+	_, err = e.do(t, logical.ReadOperation, "creds/app", nil)
+	requireCoded(t, err, http.StatusBadGateway, "HTTP 429")
+	require.Equal(t, hits, e.fake.Hits(fakeupstream.EndpointToken), "the upstream asked for 20 s of quiet")
+
+	clock.Add(11 * time.Second)
+	e.read(t, "creds/app")
+	require.Equal(t, hits+1, e.fake.Hits(fakeupstream.EndpointToken))
 }

@@ -174,7 +174,7 @@ func TestCreds_UpstreamFailureNamesStatusAndCode(t *testing.T) {
 	}{
 		{"refused client", fakeupstream.Fault{Status: 401, Code: "invalid_client"}, nil,
 			[]string{"HTTP 401", `"invalid_client"`, "check client_id and client_secret"}},
-		{"unavailable", fakeupstream.Fault{Status: 503, Code: "temporarily_unavailable"}, nil,
+		{"unavailable", fakeupstream.Fault{Status: 503, Code: "temporarily_unavailable", Times: -1}, nil,
 			[]string{"HTTP 503", `"temporarily_unavailable"`}},
 		{"malformed answer", fakeupstream.Fault{Malformed: true}, nil,
 			[]string{"token request", "cannot parse"}},

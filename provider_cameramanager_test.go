@@ -118,7 +118,7 @@ func TestCameraManager_RefusedLoginsBackOff(t *testing.T) {
 		e.read(t, "creds/cam")
 		require.Equal(t, 1, e.fake.Grants(fakeupstream.EndpointCameraManagerToken, "password"))
 
-		e.fake.InjectFault(fakeupstream.EndpointCameraManagerToken, fakeupstream.Fault{Status: 429, Code: "slow_down"})
+		e.fake.InjectFault(fakeupstream.EndpointCameraManagerToken, fakeupstream.Fault{Status: 429, Code: "slow_down", Times: -1})
 		_, err := e.do(t, logical.ReadOperation, "creds/cam", nil)
 		requireCoded(t, err, http.StatusBadGateway, "HTTP 429")
 		require.Equal(t, 1, e.fake.Grants(fakeupstream.EndpointCameraManagerToken, "password"), "a 429 made a password login")

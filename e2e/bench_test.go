@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -167,7 +168,7 @@ func BenchmarkVaultOutage(b *testing.B) {
 
 // get reads a path through the HTTP API and drains the answer.
 func (v *vaultServer) get(client *http.Client, path string) (int, error) {
-	req, err := http.NewRequest(http.MethodGet, v.addr+"/v1/"+path, nil)
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, v.addr+"/v1/"+path, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -238,7 +239,7 @@ func vmRSS(b *testing.B, pid int) int64 {
 	b.Helper()
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	require.NoError(b, err)
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	s := bufio.NewScanner(f)
 	for s.Scan() {
 		if rest, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
@@ -280,7 +281,7 @@ func (l *latencies) report(b *testing.B) {
 func buildNoopPlugin(b *testing.B) pluginBuild {
 	b.Helper()
 	out := filepath.Join(pluginDir, "noop-plugin")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./noopplugin")
+	cmd := exec.CommandContext(context.Background(), "go", "build", "-trimpath", "-o", out, "./noopplugin")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	require.NoError(b, cmd.Run())
 	data, err := os.ReadFile(out)

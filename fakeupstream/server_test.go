@@ -1,6 +1,7 @@
 package fakeupstream_test
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -36,7 +37,7 @@ func start(t *testing.T, opts fakeupstream.Options) *fakeupstream.Server {
 
 func post(t *testing.T, c *http.Client, u string, form url.Values, basicUser, basicPass string) (int, map[string]any) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, u, strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, u, strings.NewReader(form.Encode()))
 	require.NoError(t, err)
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	if basicUser != "" {
@@ -260,7 +261,10 @@ func TestFaults_Kinds(t *testing.T) {
 			fake.InjectFault(fakeupstream.EndpointToken, tc.fault)
 
 			form := url.Values{"grant_type": {"client_credentials"}, "client_id": {cr.ClientID}, "client_secret": {cr.ClientSecret}}
-			resp, err := c.PostForm(fake.TokenURL(), form)
+			req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, fake.TokenURL(), strings.NewReader(form.Encode()))
+			require.NoError(t, err)
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			resp, err := c.Do(req)
 			require.NoError(t, err)
 			body, err := io.ReadAll(resp.Body)
 			require.NoError(t, err)
@@ -286,15 +290,15 @@ func TestFaults_DropAfterProcessing(t *testing.T) {
 	var secretsAtThen atomic.Int32
 	fake.InjectFault(fakeupstream.EndpointCreateSecret, fakeupstream.Fault{
 		DropAfterProcessing: true,
-		Then:                func() { secretsAtThen.Store(int32(len(fake.Secrets()))) },
+		Then:                func() { secretsAtThen.Store(int32(len(fake.Secrets()))) }, //nolint:gosec // G115: a handful of secrets
 	})
 
-	req, err := http.NewRequest(http.MethodPost, fake.RotationURL()+"?customerId="+cr.CustomerID+"&description=lost", nil)
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, fake.RotationURL()+"?customerId="+cr.CustomerID+"&description=lost", nil)
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer "+tok["access_token"].(string))
 	resp, err := c.Do(req)
 	if err == nil {
-		resp.Body.Close()
+		_ = resp.Body.Close()
 	}
 	require.Error(t, err, "the client gets no answer")
 	require.Equal(t, int32(2), secretsAtThen.Load(), "Then runs after the request took effect")
@@ -313,7 +317,13 @@ func TestFaults_ThenRunsWhenTheClientGivesUp(t *testing.T) {
 	c.Timeout = 50 * time.Millisecond
 	done := make(chan struct{})
 	fake.InjectFault(fakeupstream.EndpointToken, fakeupstream.Fault{Delay: time.Minute, Then: func() { close(done) }})
-	_, err := c.PostForm(fake.TokenURL(), url.Values{})
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, fake.TokenURL(), strings.NewReader(""))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := c.Do(req)
+	if err == nil {
+		_ = resp.Body.Close()
+	}
 	require.Error(t, err)
 	select {
 	case <-done:
