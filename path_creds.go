@@ -76,6 +76,7 @@ func (b *backend) tokenRevoke(ctx context.Context, req *logical.Request, _ *fram
 	log := b.Logger().With("mount", req.MountPoint, "role", role)
 	if token == "" {
 		log.Debug("lease revoked; the token expires upstream by itself")
+		b.tokenRevoked(outcomeExpires)
 		return nil, nil
 	}
 	cfg, client, err := b.upstreamClient(ctx, req.Storage)
@@ -83,15 +84,19 @@ func (b *backend) tokenRevoke(ctx context.Context, req *logical.Request, _ *fram
 		return nil, err
 	}
 	if cfg == nil {
-		return nil, fmt.Errorf("cannot log the lease's token out: this mount has no config; write %sconfig again so the revocation can finish", req.MountPoint)
+		err := fmt.Errorf("cannot log the lease's token out: this mount has no config; write %sconfig again so the revocation can finish", req.MountPoint)
+		b.logoutFailed(role, err)
+		return nil, err
 	}
 	if err := withTimeoutErr(ctx, cfg.RequestTimeout, func(ctx context.Context) error {
 		return client.Logout(ctx, token)
 	}); err != nil {
 		log.Warn("logging the lease's token out failed; Vault retries the revocation", "error", err)
+		b.logoutFailed(role, err)
 		return nil, fmt.Errorf("log the token out: %w", err)
 	}
 	log.Debug("lease revoked and its token logged out")
+	b.tokenRevoked(outcomeLoggedOut)
 	return nil, nil
 }
 
@@ -126,6 +131,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	}
 	if err != nil {
 		b.Logger().Warn("token request failed", "mount", req.MountPoint, "role", name, "error", err)
+		b.tokenRequestFailed(name, err)
 		return errorResponse(err)
 	}
 
@@ -155,6 +161,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	}, internal)
 	resp.Secret.TTL = lease
 	resp.Secret.MaxTTL = lease
+	b.tokenIssued(name, tok, lease)
 	return resp, nil
 }
 
@@ -164,8 +171,10 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 func (b *backend) roleToken(ctx context.Context, mount, name string, role *roleEntry, cfg *config, client upstream.Client, treq upstream.TokenRequest) (*upstream.Token, error) {
 	request := strings.Join(treq.Scopes, " ") + "\x00" + treq.Params.Encode()
 	if tok, _ := b.tokens.get(name, request); tok != nil && reusable(tok, role.TTL, b.now()) {
+		b.metrics.cacheHit()
 		return tok, nil
 	}
+	b.metrics.cacheMiss()
 	v, err, _ := b.flight.Do(name+"\x00"+request, func() (any, error) {
 		// A flight that just landed may have filled the cache.
 		tok, gen := b.tokens.get(name, request)

@@ -58,6 +58,7 @@ func (b *backend) rotateRootIf(ctx context.Context, s logical.Storage, mount, tr
 	log := b.Logger().With("mount", mount, "trigger", trigger)
 
 	res, err := b.rotateLocked(rctx, s, log, mount, wanted)
+	b.rotationDone(trigger, res, err)
 	var ue userError
 	if err != nil && !errors.As(err, &ue) {
 		b.recordRotationFailure(ctx, s, log, trigger, err)
@@ -108,7 +109,7 @@ func (b *backend) rotateLocked(ctx context.Context, s logical.Storage, log hclog
 	wal := rotateWAL{Marker: newMarker(), PreviousID: cfg.ClientSecretID, StartedAt: b.now().UTC()}
 	walID, err := framework.PutWAL(ctx, s, walKindRotateRoot, &wal)
 	if err != nil {
-		return nil, fmt.Errorf("write the rotation's write-ahead log: %w", err)
+		return nil, failedAt(stepWAL, cfg, "", fmt.Errorf("write the rotation's write-ahead log: %w", err))
 	}
 	log.Info("rotation started", "previous_client_secret_id", cfg.ClientSecretID)
 
@@ -119,7 +120,7 @@ func (b *backend) rotateLocked(ctx context.Context, s logical.Storage, log hclog
 	if err != nil {
 		b.abandonRotation(ctx, s, client, cfg, walID, wal, log)
 		log.Error("rotation failed: creating the new client secret", "error", err)
-		return nil, fmt.Errorf("create the new client secret: %w", err)
+		return nil, failedAt(stepCreate, cfg, "", fmt.Errorf("create the new client secret: %w", err))
 	}
 	log = log.With("new_client_secret_id", created.ID)
 
@@ -129,7 +130,7 @@ func (b *backend) rotateLocked(ctx context.Context, s logical.Storage, log hclog
 	if err := b.verifySecret(ctx, next); err != nil {
 		b.abandonRotation(ctx, s, client, cfg, walID, wal, log)
 		log.Error("rotation failed: the new client secret does not log in", "error", err)
-		return nil, fmt.Errorf("log in with the new client secret %s: %w", created.ID, err)
+		return nil, failedAt(stepProve, cfg, created.ID, fmt.Errorf("log in with the new client secret %s: %w", created.ID, err))
 	}
 
 	// 5. Store it with the replaced secret as a pending deletion, in one
@@ -157,13 +158,13 @@ func (b *backend) rotateLocked(ctx context.Context, s logical.Storage, log hclog
 		case cfg.ClientSecretID:
 			b.abandonRotation(ctx, s, client, cfg, walID, wal, log)
 			log.Error("rotation failed: storing the new client secret", "error", err)
-			return nil, err
+			return nil, failedAt(stepStore, cfg, created.ID, err)
 		default:
 			b.reset()
 			log.Error("rotation stopped: storing the new client secret reported a failure and the config cannot be read back; "+
 				"the write-ahead log rollback settles it", "error", err)
-			return nil, fmt.Errorf("%w; whether the new client secret %s was stored is not known yet: Vault's write-ahead log rollback settles it within about %s",
-				err, created.ID, walRollbackMinAge)
+			return nil, failedAt(stepStore, cfg, created.ID, fmt.Errorf("%w; whether the new client secret %s was stored is not known yet: Vault's write-ahead log rollback settles it within about %s",
+				err, created.ID, walRollbackMinAge))
 		}
 	}
 	b.reset()
@@ -365,6 +366,7 @@ func (b *backend) deletePendingLocked(ctx context.Context, s logical.Storage, lo
 			if deleteErr == nil {
 				done = append(done, p.ID)
 				log.Info("deleted a replaced client secret", "client_secret_id", p.ID)
+				b.previousSecretDeleted(p)
 			}
 		}
 	}
