@@ -3,6 +3,7 @@ package mapsindoors
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 
@@ -190,7 +191,7 @@ func (b *backend) verifyNewConfig(ctx context.Context, d *framework.FieldData, s
 		return nil, nil
 	}
 	cfg := next.resolved()
-	if stored != nil && stored.resolved().clientConfig() == cfg.clientConfig() {
+	if stored != nil && reflect.DeepEqual(stored.resolved().clientConfig(), cfg.clientConfig()) {
 		return nil, nil
 	}
 	check, err := b.checkLogin(ctx, cfg)
