@@ -77,8 +77,10 @@ func TestEvents_EachEventAndNoSecretInAny(t *testing.T) {
 	e.role(t, "app", nil)
 	first := e.fake.Credentials()
 
-	// token-issued
+	// token-issued, once per upstream token: the next reads share it
 	creds := e.read(t, "creds/app")
+	e.read(t, "creds/app")
+	e.read(t, "creds/app")
 	// token-request-failed
 	e.b.tokens.reset()
 	e.fake.InjectFault(fakeupstream.EndpointToken, fakeupstream.Fault{Status: 401, Code: "invalid_client"})
@@ -113,13 +115,18 @@ func TestEvents_EachEventAndNoSecretInAny(t *testing.T) {
 		return got[0].Metadata
 	}
 	issued := one(eventTokenIssued)
+	perRole := map[string]int{}
+	for _, ev := range rec.ofType(eventTokenIssued) {
+		perRole[ev.Metadata["role"].(string)]++
+	}
+	require.Equal(t, map[string]int{"app": 1, "cam": 1}, perRole, "one per token the upstream issued")
 	require.Equal(t, "creds/app", issued[logical.EventMetadataPath])
 	require.Equal(t, "read", issued[logical.EventMetadataOperation])
 	require.Equal(t, "app", issued["role"])
 	require.Equal(t, "integration", issued["scope"])
 	require.Equal(t, "Bearer", issued["token_type"])
 	require.Equal(t, creds.Data["expires_at"], issued["expires_at"])
-	require.NotEmpty(t, issued["lease_duration"])
+	require.Equal(t, "3600", issued["lifetime"])
 
 	failed := one(eventTokenRequestFailed)
 	require.Equal(t, "app", failed["role"])
@@ -219,11 +226,13 @@ func TestEvents_SlowVaultHoldsNoRequestAndTheQueueIsBounded(t *testing.T) {
 	e.configure(t, nil)
 	e.role(t, "app", nil)
 
+	// Each read gets a new token, and with it a token-issued event.
 	const reads = eventQueueLimit + 44
 	start := time.Now()
 	e.read(t, "creds/app")
 	<-rec.holding
 	for range reads - 1 {
+		e.b.tokens.reset()
 		e.read(t, "creds/app")
 	}
 	require.Less(t, time.Since(start), eventSendTimeout, "no read waited for an event to be sent")

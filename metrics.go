@@ -50,7 +50,7 @@ type metrics struct {
 	// The creds read path touches only these atomics on a cache hit.
 	cacheHits     atomic.Uint64
 	cacheMisses   atomic.Uint64
-	tokensIssued  atomic.Uint64
+	leasesIssued  atomic.Uint64
 	credsFailures atomic.Uint64
 
 	// mu guards the maps and the latency ring, which change on upstream
@@ -151,7 +151,7 @@ func (m *metrics) snapshot() map[string]any {
 		"upstream_latency_samples": n,
 		"token_cache_hits":         m.cacheHits.Load(),
 		"token_cache_misses":       m.cacheMisses.Load(),
-		"tokens_issued":            m.tokensIssued.Load(),
+		"leases_issued":            m.leasesIssued.Load(),
 		"token_request_failures":   m.credsFailures.Load(),
 		"rotations":                cloneCounts(m.rotations),
 		"revocations":              cloneCounts(m.revocations),

@@ -161,7 +161,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	}, internal)
 	resp.Secret.TTL = lease
 	resp.Secret.MaxTTL = lease
-	b.tokenIssued(name, tok, lease)
+	b.leaseIssued(name, tok, perLease)
 	return resp, nil
 }
 
@@ -190,6 +190,7 @@ func (b *backend) roleToken(ctx context.Context, mount, name string, role *roleE
 			return nil, err
 		}
 		b.tokens.put(name, request, tok, gen)
+		b.tokenIssued(name, tok)
 		b.Logger().Debug("fetched upstream token", "mount", mount, "role", name, "lifetime", tok.Lifetime().String())
 		return tok, nil
 	})

@@ -50,7 +50,7 @@ func TestStatus_CountsWhatTheMountDid(t *testing.T) {
 	require.Equal(t, true, got["configured"])
 	require.Equal(t, uint64(2), got["token_cache_hits"])
 	require.Equal(t, uint64(3), got["token_cache_misses"])
-	require.Equal(t, uint64(4), got["tokens_issued"])
+	require.Equal(t, uint64(4), got["leases_issued"])
 	require.Equal(t, uint64(1), got["token_request_failures"])
 	require.Equal(t, map[string]uint64{outcomeSucceeded: 1, outcomeFailed: 1}, got["rotations"])
 	require.Equal(t, map[string]uint64{outcomeExpires: 1}, got["revocations"])

@@ -50,7 +50,7 @@ func TestOperate_VerifyStatusAndVerifyConnection(t *testing.T) {
 	code, body := monitor.api(http.MethodGet, "mapsindoors/status", nil)
 	require.Equal(t, http.StatusOK, code)
 	status := body["data"].(map[string]any)
-	require.EqualValues(t, 2, status["tokens_issued"])
+	require.EqualValues(t, 2, status["leases_issued"])
 	require.EqualValues(t, 1, status["token_cache_hits"])
 	require.EqualValues(t, 1, status["token_cache_misses"])
 	require.EqualValues(t, map[string]any{"succeeded": 2.0, "failed": 1.0}, status["verifications"])
