@@ -109,6 +109,11 @@ type backend struct {
 	verifyBackoff []time.Duration
 	// rotationTimeout bounds one rotation, every step and wait included.
 	rotationTimeout time.Duration
+
+	// metrics are the counters status shows; events sends Vault events.
+	// Both live in memory only (metrics.go, events.go).
+	metrics *metrics
+	events  *eventQueue
 }
 
 func newBackend() *backend {
@@ -124,7 +129,11 @@ func newBackend() *backend {
 		verifyBackoff:   []time.Duration{500 * time.Millisecond, 2 * time.Second},
 		rotationTimeout: defaultRotationTimeout,
 		writeLock:       make(chan struct{}, 1),
+
+		metrics: newMetrics(time.Now()),
+		events:  &eventQueue{},
 	}
+	b.newClient = b.metrics.measure(b.newClient)
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
@@ -137,6 +146,8 @@ func newBackend() *backend {
 			pathCreds(b),
 			pathRotate(b),
 			pathClientSecrets(b),
+			pathVerify(b),
+			pathStatus(b),
 		),
 		Secrets:           []*framework.Secret{secretToken(b)},
 		Invalidate:        b.invalidate,

@@ -147,6 +147,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err := checkCredentialsCarried(stored, cfg, d); err != nil {
 		return errorResponse(err)
 	}
+	if resp, err := b.verifyNewConfig(ctx, d, stored, cfg); resp != nil || err != nil {
+		return resp, err
+	}
 	if err := putConfig(ctx, req.Storage, cfg); err != nil {
 		return nil, err
 	}

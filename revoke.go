@@ -58,10 +58,12 @@ func (b *backend) tokenRevoke(ctx context.Context, req *logical.Request, _ *fram
 	log := b.Logger().With("mount", req.MountPoint, "role", role)
 	if token == "" {
 		log.Debug("lease revoked; the token expires upstream by itself")
+		b.tokenRevoked(outcomeExpires)
 		return nil, nil
 	}
 	if exp, err := time.Parse(time.RFC3339, expiresAt); err == nil && !b.now().Before(exp) {
 		log.Debug("lease revoked; its token had already expired", "expires_at", expiresAt)
+		b.tokenRevoked(outcomeExpires)
 		return nil, nil
 	}
 
@@ -73,6 +75,7 @@ func (b *backend) tokenRevoke(ctx context.Context, req *logical.Request, _ *fram
 		// A lease from before leases kept their revocation URL, on a mount
 		// whose config no longer logs tokens out. Retrying cannot help.
 		log.Warn("lease revoked, but its token could not be logged out: the mount's config has no revocation_url; the token expires by itself", "expires_at", expiresAt)
+		b.tokenRevoked(outcomeExpires)
 		return nil, nil
 	}
 	defer done()
@@ -80,10 +83,13 @@ func (b *backend) tokenRevoke(ctx context.Context, req *logical.Request, _ *fram
 	switch {
 	case err == nil:
 		log.Debug("lease revoked and its token logged out")
+		b.tokenRevoked(outcomeLoggedOut)
 	case tokenAlreadyGone(err):
 		log.Debug("lease revoked; the upstream says its token is already gone", "error", err)
+		b.tokenRevoked(outcomeLoggedOut)
 	default:
 		log.Warn("logging the lease's token out failed; Vault retries the revocation", "error", err)
+		b.logoutFailed(role, err)
 		return nil, fmt.Errorf("log the token out: %w", err)
 	}
 	return nil, nil
