@@ -1,6 +1,7 @@
 // Package fakeupstream is a stand-in for the token services the plugin talks
-// to, served over real TLS on loopback. It follows the vendors' pages (see
-// shared/upstream-apis.md), one file per vendor: MapsIndoors (the token
+// to, served over real TLS on loopback. It follows the vendors' documented
+// contracts (their pages, summed up in this package's tests), one file per
+// vendor: MapsIndoors (the token
 // endpoint with the client credentials and password grants, and the
 // clientcredentials API that lists, creates and deletes client secrets),
 // Metapack and CameraManager. Unit tests, end-to-end tests and the demo
