@@ -48,10 +48,14 @@ const (
 	// form-encoded first: Metapack's and CameraManager's pages base64 the
 	// raw "id:secret", which differs for secrets with $, + or the like.
 	AuthClientSecretBasicRaw AuthMethod = "client_secret_basic_raw"
+	// AuthPrivateKeyJWT sends a client assertion signed with a private key
+	// the server knows only the public half of (RFC 7523 §2.2, OpenID
+	// Connect Core §9); see assertion.go.
+	AuthPrivateKeyJWT AuthMethod = "private_key_jwt"
 )
 
 // AuthMethods lists every AuthMethod, for messages.
-var AuthMethods = []AuthMethod{AuthClientSecretPost, AuthClientSecretBasic, AuthClientSecretBasicRaw}
+var AuthMethods = []AuthMethod{AuthClientSecretPost, AuthClientSecretBasic, AuthClientSecretBasicRaw, AuthPrivateKeyJWT}
 
 // DefaultTimeout bounds one upstream HTTP exchange when Config.Timeout is 0.
 const DefaultTimeout = 30 * time.Second
@@ -64,9 +68,11 @@ const maxBodyBytes = 1 << 20
 type Config struct {
 	TokenURL    string
 	RotationURL string
-	// RevocationURL, when set, is where a token is logged out: a DELETE
-	// with the token as bearer, as CameraManager does it.
-	RevocationURL string
+	// RevocationURL, when set, is where a token is revoked, in
+	// RevocationStyle: a DELETE with the token as bearer, as CameraManager
+	// does it (the default), or RFC 7009.
+	RevocationURL   string
+	RevocationStyle RevocationStyle
 
 	ClientID     string
 	ClientSecret string
@@ -81,6 +87,11 @@ type Config struct {
 	// upstream's TLS certificate; otherwise the system roots are used.
 	CACertPEM string
 	Timeout   time.Duration
+
+	// Signer signs the client assertions of AuthPrivateKeyJWT; their aud
+	// is AssertionAudience, or TokenURL when that is empty.
+	Signer            AssertionSigner
+	AssertionAudience string
 }
 
 // Token is an access token as the token endpoint issued it.
@@ -159,7 +170,7 @@ func New(cfg Config) (*HTTPClient, error) {
 		return nil, fmt.Errorf("unsupported grant type %q", cfg.GrantType)
 	}
 	switch cfg.AuthMethod {
-	case AuthClientSecretPost, AuthClientSecretBasic, AuthClientSecretBasicRaw:
+	case AuthClientSecretPost, AuthClientSecretBasic, AuthClientSecretBasicRaw, AuthPrivateKeyJWT:
 	default:
 		return nil, fmt.Errorf("unsupported token auth method %q", cfg.AuthMethod)
 	}
@@ -169,6 +180,11 @@ func New(cfg Config) (*HTTPClient, error) {
 	hc, err := newHTTPClient(cfg.CACertPEM, cfg.Timeout)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.AuthMethod == AuthPrivateKeyJWT {
+		if hc, err = withAssertions(hc, cfg); err != nil {
+			return nil, err
+		}
 	}
 	return &HTTPClient{cfg: cfg, http: hc}, nil
 }
@@ -247,7 +263,7 @@ func (c *HTTPClient) Token(ctx context.Context, req TokenRequest) (*Token, error
 	}
 	arrived := time.Now()
 	if err != nil {
-		return nil, c.tokenError("token request", err)
+		return nil, c.tokenError(ctx, "token request", err)
 	}
 	return c.toToken(tok, req.Scopes, arrived)
 }
@@ -269,7 +285,7 @@ func (c *HTTPClient) Refresh(ctx context.Context, refreshToken string, req Token
 	tok, err := c.oauth2Config(clientID, clientSecret, style, req).TokenSource(ctx, expired).Token()
 	arrived := time.Now()
 	if err != nil {
-		return nil, c.tokenError("token refresh", err)
+		return nil, c.tokenError(ctx, "token refresh", err)
 	}
 	return c.toToken(tok, req.Scopes, arrived)
 }
@@ -362,7 +378,7 @@ func expiresInSeconds(v any) int64 {
 // tokenError turns what x/oauth2 returns into an Error that names the
 // status and OAuth2 error code but never echoes the body, which could
 // hold anything.
-func (c *HTTPClient) tokenError(op string, err error) error {
+func (c *HTTPClient) tokenError(ctx context.Context, op string, err error) error {
 	e := &Error{Op: op, URL: redactURL(c.cfg.TokenURL)}
 	var re *oauth2.RetrieveError
 	switch {
@@ -375,6 +391,7 @@ func (c *HTTPClient) tokenError(op string, err error) error {
 	default:
 		e.Err = unwrapURLError(err)
 	}
+	c.explainRefusedAssertion(ctx, e)
 	return e
 }
 
@@ -490,13 +507,17 @@ func (c *HTTPClient) manage(ctx context.Context, method, op string, query url.Va
 	return nil
 }
 
-// Logout revokes an access token with a DELETE to the revocation URL,
-// authorized by the token itself. A 401 means the token is already gone,
-// which is what a logout wants.
+// Logout revokes an access token at the revocation URL: by RFC 7009 where
+// that is the style (revoke.go), otherwise with a DELETE authorized by the
+// token itself. A 401 to the DELETE means the token is already gone, which
+// is what a logout wants.
 func (c *HTTPClient) Logout(ctx context.Context, accessToken string) error {
 	const op = "logout"
 	if c.cfg.RevocationURL == "" {
 		return &Error{Op: op, Description: "no revocation URL is configured"}
+	}
+	if c.cfg.RevocationStyle == RevocationRFC7009 {
+		return c.revokeRFC7009(ctx, accessToken)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, c.cfg.RevocationURL, nil)
 	if err != nil {

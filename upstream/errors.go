@@ -17,6 +17,10 @@ type Error struct {
 	Code        string
 	Description string
 	Err         error
+	// Hint, when set, says what to check on the client's side: with
+	// private_key_jwt a refused client authentication is about the key
+	// registration, aud and alg (assertion.go).
+	Hint string
 }
 
 func (e *Error) Error() string {
@@ -38,6 +42,9 @@ func (e *Error) Error() string {
 	}
 	if e.Err != nil {
 		fmt.Fprintf(&b, ": %v", e.Err)
+	}
+	if e.Hint != "" {
+		fmt.Fprintf(&b, "; %s", e.Hint)
 	}
 	return b.String()
 }
