@@ -47,6 +47,6 @@ func TestConfigFields_ClientConfigCarriesTheFields(t *testing.T) {
 		TokenURL: "https://t.example/token", RotationURL: "https://t.example/rot", RevocationURL: "https://t.example/rev",
 		ClientID: "id", ClientSecret: "s", CustomerID: "cust",
 		GrantType: upstream.GrantClientCredentials, Username: "u", Password: "p", AuthMethod: upstream.AuthClientSecretBasic,
-		CACertPEM: "pem", Timeout: 7e9,
+		CACertPEM: "pem", Timeout: 7e9, RevocationStyle: upstream.RevocationRFC7009,
 	}, c.clientConfig())
 }

@@ -65,36 +65,6 @@ func secretToken(b *backend) *framework.Secret {
 	}
 }
 
-// tokenRevoke ends a lease. Where the provider logs tokens out (each lease
-// then has a token of its own), it logs the lease's token out; an error
-// makes Vault retry the revocation, so no lease is dropped silently. Other
-// tokens cannot be revoked upstream: they expire by themselves, never
-// later than their lease plus the safety margin.
-func (b *backend) tokenRevoke(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	role, _ := req.Secret.InternalData["role"].(string)
-	token, _ := req.Secret.InternalData["access_token"].(string)
-	log := b.Logger().With("mount", req.MountPoint, "role", role)
-	if token == "" {
-		log.Debug("lease revoked; the token expires upstream by itself")
-		return nil, nil
-	}
-	cfg, client, err := b.upstreamClient(ctx, req.Storage)
-	if err != nil {
-		return nil, err
-	}
-	if cfg == nil {
-		return nil, fmt.Errorf("cannot log the lease's token out: this mount has no config; write %sconfig again so the revocation can finish", req.MountPoint)
-	}
-	if err := withTimeoutErr(ctx, cfg.RequestTimeout, func(ctx context.Context) error {
-		return client.Logout(ctx, token)
-	}); err != nil {
-		log.Warn("logging the lease's token out failed; Vault retries the revocation", "error", err)
-		return nil, fmt.Errorf("log the token out: %w", err)
-	}
-	log.Debug("lease revoked and its token logged out")
-	return nil, nil
-}
-
 func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
 	role, err := b.role(ctx, req.Storage, name)
@@ -117,7 +87,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		scopes = cfg.Scopes
 	}
 	treq := upstream.TokenRequest{Scopes: scopes, Params: role.tokenParams()}
-	perLease := cfg.provider().tokenPerLease
+	perLease := cfg.provider().tokenPerLease || role.TokenPerLease
 	var tok *upstream.Token
 	if perLease {
 		tok, err = b.leaseToken(ctx, req.MountPoint, name, cfg, client, treq)
@@ -142,8 +112,9 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	}
 	if perLease {
 		// Kept with the lease (in Vault's encrypted storage, not in the
-		// response or the audit log) so the revocation can log it out.
-		internal["access_token"] = tok.AccessToken
+		// response or the audit log) so the revocation can revoke it
+		// (lease_revoke.go).
+		keepForRevocation(internal, cfg, tok.AccessToken)
 	}
 	resp := b.Secret(secretTypeToken).Response(map[string]any{
 		"access_token": tok.AccessToken,

@@ -33,6 +33,10 @@ type roleEntry struct {
 	Audience    string            `json:"audience,omitempty"`
 	Resource    string            `json:"resource,omitempty"`
 	TokenParams map[string]string `json:"token_params,omitempty"`
+	// TokenPerLease gives each lease a token of its own, revoked at the
+	// config's revocation_url when the lease ends, instead of one shared
+	// per role. Providers that need it (cameramanager) always do it.
+	TokenPerLease bool `json:"token_per_lease,omitempty"`
 }
 
 // reservedTokenParams are the parameters the grant itself sets.
@@ -105,6 +109,10 @@ func pathRoles(b *backend) []*framework.Path {
 					Type:        framework.TypeKVPairs,
 					Description: "Other parameters sent with the token request, as key=value pairs.",
 				},
+				"token_per_lease": {
+					Type:        framework.TypeBool,
+					Description: "Give each lease a token of its own, revoked at the config's revocation_url when the lease is revoked or expires, instead of sharing one per role. Always on for cameramanager.",
+				},
 			},
 			ExistenceCheck: b.pathRoleExistenceCheck,
 			Operations: map[logical.Operation]framework.OperationHandler{
@@ -163,6 +171,8 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 		"audience":     r.Audience,
 		"resource":     r.Resource,
 		"token_params": params,
+		// Stored as written; the provider may turn it on regardless.
+		"token_per_lease": r.TokenPerLease,
 	}}, nil
 }
 
@@ -189,6 +199,9 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	}
 	if v, ok := d.GetOk("resource"); ok {
 		r.Resource = strings.TrimSpace(v.(string))
+	}
+	if v, ok := d.GetOk("token_per_lease"); ok {
+		r.TokenPerLease = v.(bool)
 	}
 	if v, ok := d.GetOk("token_params"); ok {
 		r.TokenParams = v.(map[string]string)
