@@ -38,6 +38,7 @@ hands out short-lived bearer tokens for it. Write the root credential to
 // wants the plugin's metadata, so it does no network or storage work.
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
 	b := newBackend()
+	b.keys.storage = conf.StorageView
 	if err := b.Setup(ctx, conf); err != nil {
 		return nil, err
 	}
@@ -88,11 +89,15 @@ type backend struct {
 	verifyBackoff []time.Duration
 	// rotationTimeout bounds one rotation, every step and wait included.
 	rotationTimeout time.Duration
+
+	// keys are the private_key_jwt signing keys in memory (keys.go): the
+	// published JWKS and the upstream clients' signer.
+	keys *keyRing
 }
 
 func newBackend() *backend {
 	b := &backend{
-		newClient: func(c upstream.Config) (upstream.Client, error) { return upstream.New(c) },
+		newClient: nil, // b.newUpstreamClient (keys.go), set below: it needs b
 		now:       time.Now,
 		roles:     map[string]*roleEntry{},
 		tokens:    newTokenCache(),
@@ -100,12 +105,17 @@ func newBackend() *backend {
 		verifyBackoff:   []time.Duration{500 * time.Millisecond, 2 * time.Second},
 		rotationTimeout: defaultRotationTimeout,
 		writeLock:       make(chan struct{}, 1),
+		keys:            &keyRing{},
 	}
+	b.newClient = b.newUpstreamClient
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
-			SealWrapStorage: []string{configStoragePath},
+			SealWrapStorage: []string{configStoragePath, keysStoragePath},
+			// A server given the JWKS URL as a client's jwks_uri has no
+			// Vault token; the JWKS holds public keys only.
+			Unauthenticated: []string{jwksPath},
 		},
 		Paths: framework.PathAppend(
 			pathConfig(b),
@@ -113,6 +123,7 @@ func newBackend() *backend {
 			pathCreds(b),
 			pathRotate(b),
 			pathClientSecrets(b),
+			pathJWKS(b),
 		),
 		Secrets:           []*framework.Secret{secretToken(b)},
 		Invalidate:        b.invalidate,
@@ -189,6 +200,8 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	switch {
 	case key == configStoragePath:
 		b.reset()
+	case key == keysStoragePath:
+		b.keys.invalidate()
 	case strings.HasPrefix(key, roleStoragePrefix):
 		b.forgetRole(strings.TrimPrefix(key, roleStoragePrefix))
 	}

@@ -78,10 +78,13 @@ var configFields = []configField{
 		sentAs(func(c *config, u *upstream.Config) {
 			u.RevocationURL, u.RevocationStyle = c.RevocationURL, c.provider().revocation()
 		}),
-	textField("token_auth_method", "client_secret_post (in the form body), client_secret_basic (HTTP Basic, RFC 6749 encoding) or client_secret_basic_raw (HTTP Basic as is).",
+	textField("token_auth_method", "client_secret_post (in the form body), client_secret_basic (HTTP Basic, RFC 6749 encoding), client_secret_basic_raw (HTTP Basic as is) or private_key_jwt (a client assertion signed with a key this mount makes; see jwks).",
 		func(c *config) *string { return &c.TokenAuthMethod }).
 		defaultFrom(func(p *provider) string { return string(p.authMethod) }).
 		sentAs(func(c *config, u *upstream.Config) { u.AuthMethod = upstream.AuthMethod(c.TokenAuthMethod) }),
+	keyTypeField(),
+	keyRolloverDelayField(),
+	assertionAudienceField(),
 	{
 		name:        "scopes",
 		description: "Scopes requested for roles that name none.",

@@ -12,10 +12,16 @@ import (
 )
 
 func TestTokenPerLease_EachLeaseRevokedByRFC7009(t *testing.T) {
-	for _, method := range []string{"client_secret_basic", "client_secret_post"} {
+	for _, method := range []string{"client_secret_basic", "client_secret_post", "private_key_jwt"} {
 		t.Run(method, func(t *testing.T) {
-			e := newTestEnv(t, fakeupstream.Options{})
-			e.writeConfig(t, e.fake.JWTPluginConfig(method))
+			var e *testEnv
+			if method == "private_key_jwt" {
+				e = newJWTEnv(t, nil)
+				e.register(t, "RS256")
+			} else {
+				e = newTestEnv(t, fakeupstream.Options{})
+				e.writeConfig(t, e.fake.JWTPluginConfig(method))
+			}
 			e.writeConfig(t, map[string]any{"revocation_url": e.fake.JWTRevocationURL()})
 			e.role(t, "shared", nil)
 			e.role(t, "own", map[string]any{"token_per_lease": true})
@@ -37,6 +43,13 @@ func TestTokenPerLease_EachLeaseRevokedByRFC7009(t *testing.T) {
 			require.True(t, e.fake.TokenActive(b), "and no other")
 			form := e.fake.LastForm(fakeupstream.EndpointJWTRevoke)
 			require.Equal(t, "access_token", form.Get("token_type_hint"))
+			if method == "private_key_jwt" {
+				seen, ok := e.fake.LastAssertion()
+				require.True(t, ok)
+				require.Equal(t, fakeupstream.EndpointJWTRevoke, seen.Endpoint)
+				require.True(t, seen.Accepted)
+				require.Equal(t, e.fake.JWTTokenURL(), seen.Claims["aud"], "the revocation's aud is the token endpoint, as fosite wants")
+			}
 
 			_, err = e.revoke(t, s1.Secret)
 			require.NoError(t, err)

@@ -3,6 +3,7 @@ package mapsindoors
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -79,6 +80,11 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 	for k, v := range c.rotationState(b.now()) {
 		data[k] = v
 	}
+	keys, err := b.signingKeysState(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(data, keys)
 	return &logical.Response{Data: data}, nil
 }
 
@@ -91,6 +97,9 @@ func formatTime(t time.Time) string {
 }
 
 func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if err := refusePrivateKeys(req.MountPoint, req.Data); err != nil {
+		return errorResponse(err)
+	}
 	unlock, err := b.lockWrites(ctx)
 	if err != nil {
 		return nil, err
@@ -140,6 +149,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 
 	if err := cfg.resolved().validate(); err != nil {
 		return errorResponse(err)
+	}
+	if err := b.ensureSigningKey(ctx, req.Storage, cfg.resolved()); err != nil {
+		return nil, err
 	}
 	if err := putConfig(ctx, req.Storage, cfg); err != nil {
 		return nil, err

@@ -177,6 +177,9 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 }
 
 func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if err := refusePrivateKeys(req.MountPoint, req.Data); err != nil {
+		return errorResponse(err)
+	}
 	name := d.Get("name").(string)
 	r, err := getRole(ctx, req.Storage, name)
 	if err != nil {
