@@ -7,7 +7,7 @@ BIN         := bin
 LDFLAGS     := -X github.com/mapsindoors/vault-plugin-secrets-mapsindoors.Version=$(VERSION)
 GO          ?= go
 
-.PHONY: all build demo test unit e2e vault fmt fmt-check vet lint lint-go lint-sh tidy-check print-version bench bench-e2e
+.PHONY: all build demo test unit fuzz e2e vault fmt fmt-check vet lint lint-go lint-sh tidy-check print-version bench bench-e2e
 
 all: build
 
@@ -22,10 +22,15 @@ demo:
 # The README's test command, and what CI runs: checks (cheapest first), unit
 # tests, then the end-to-end tests in real Vault servers (the pinned Vault is
 # built once per machine; MAPSINDOORS_E2E_SKIP=1 skips them, and they say so).
-test: fmt-check vet lint unit e2e
+test: fmt-check vet lint unit fuzz e2e
 
 unit:
 	$(GO) test -race -count=1 ./...
+
+# Each fuzz target for a few seconds (FUZZTIME, default 5s); their seed
+# corpora also run with every plain go test.
+fuzz:
+	FUZZTIME=$${FUZZTIME:-5s} bash scripts/fuzz.sh
 
 e2e: vault
 	cd e2e && VAULT_BIN="$$(bash ../scripts/vault.sh)" PLUGIN_VERSION=$(VERSION) $(GO) test -count=1 -timeout 25m . ./oauthserver/

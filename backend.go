@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/errutil"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/sync/singleflight"
 
@@ -62,21 +64,40 @@ type backend struct {
 	config *config // nil when not loaded or not configured
 	loaded bool    // whether config reflects storage
 	client upstream.Client
-	roles  map[string]*roleEntry
+	// configGen counts config changes (every reset). Shared token fetches
+	// are keyed by it, so a read that arrives after a change never joins a
+	// fetch made with the replaced credential.
+	configGen uint64
+	roles     map[string]*roleEntry
 	// rolesGen counts role writes and invalidations, so a read that raced
 	// one does not put a stale role into roles.
 	rolesGen uint64
 
 	tokens *tokenCache
+	// outages remembers failed token requests per role, so that reads
+	// during an outage do not each reach the upstream.
+	outages *outageMemory
 	// refresh is the refresh token of providers that log in with a
 	// password (in memory only); refreshGen counts config changes, so a
 	// login that raced one does not keep a token of the old config.
 	refreshMu  sync.Mutex
 	refresh    string
 	refreshGen uint64
+	// loginRefused is the last refused password login of this config, if
+	// the one after it has not succeeded (guarded by refreshMu). Logins
+	// wait until it is due: a login per read locks accounts.
+	loginRefused *failureRecord
+	// loginSem lets one password login run at a time, so that a burst of
+	// cold reads makes one login and refreshes after it.
+	loginSem chan struct{}
 	// flight makes concurrent creds reads of a role whose token is missing
 	// or spent share one upstream request.
 	flight singleflight.Group
+
+	// roleLocks serialize the read-modify-write of each role, so that two
+	// partial updates of one role cannot lose either change. A role's lock
+	// is locksutil.LockForKey(roleLocks, name); creds reads never take it.
+	roleLocks []*locksutil.LockEntry
 
 	// writeLock serializes every change to the stored config (config writes,
 	// rotations, rotation rollbacks), so that a rotation never writes over a
@@ -101,6 +122,9 @@ func newBackend() *backend {
 		now:       time.Now,
 		roles:     map[string]*roleEntry{},
 		tokens:    newTokenCache(),
+		outages:   newOutageMemory(),
+		roleLocks: locksutil.CreateLocks(),
+		loginSem:  make(chan struct{}, 1),
 
 		verifyBackoff:   []time.Duration{500 * time.Millisecond, 2 * time.Second},
 		rotationTimeout: defaultRotationTimeout,
@@ -152,6 +176,24 @@ func (b *backend) lockWrites(ctx context.Context) (unlock func(), err error) {
 	return func() { <-b.writeLock }, nil
 }
 
+// HandleRequest refuses a secret written as a list or a map before the
+// framework does: its type error quotes the value.
+func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	if err := mistypedSecret(req); err != nil {
+		return errorResponse(err)
+	}
+	return b.Backend.HandleRequest(ctx, req)
+}
+
+// HandleExistenceCheck is HandleRequest's check for the existence check,
+// which Vault runs first on a write and which parses the fields too.
+func (b *backend) HandleExistenceCheck(ctx context.Context, req *logical.Request) (bool, bool, error) {
+	if err := mistypedSecret(req); err != nil {
+		return false, false, errutil.UserError{Err: err.Error()}
+	}
+	return b.Backend.HandleExistenceCheck(ctx, req)
+}
+
 // reset drops the cached config, client and tokens; the next request
 // rebuilds them from storage.
 func (b *backend) reset() {
@@ -169,12 +211,15 @@ func (b *backend) resetLocked() {
 	b.config = nil
 	b.loaded = false
 	b.client = nil
+	b.configGen++
 	b.roles = map[string]*roleEntry{}
 	b.rolesGen++
 	b.tokens.reset()
+	b.outages.reset()
 	b.refreshMu.Lock()
 	b.refresh = ""
 	b.refreshGen++
+	b.loginRefused = nil
 	b.refreshMu.Unlock()
 }
 
@@ -191,6 +236,63 @@ func (b *backend) setRefreshToken(gen uint64, rt string) {
 	defer b.refreshMu.Unlock()
 	if gen == b.refreshGen && rt != "" {
 		b.refresh = rt
+	}
+}
+
+// dropRefreshToken forgets a refresh token the upstream refused, unless
+// another read has replaced it since.
+func (b *backend) dropRefreshToken(gen uint64, rt string) {
+	b.refreshMu.Lock()
+	defer b.refreshMu.Unlock()
+	if gen == b.refreshGen && b.refresh == rt {
+		b.refresh = ""
+	}
+}
+
+// loginBackedOff is the remembered refusal of the config's password, while
+// it is not due for another try.
+func (b *backend) loginBackedOff(gen uint64) error {
+	b.refreshMu.Lock()
+	defer b.refreshMu.Unlock()
+	r := b.loginRefused
+	if gen != b.refreshGen || r == nil {
+		return nil
+	}
+	if now := b.now(); now.Before(r.until) {
+		return b.loginBackoffError(r, now, true)
+	}
+	return nil
+}
+
+// rememberRefusedLogin records a refused password login and returns the
+// error to answer with, which says when the next login is due.
+func (b *backend) rememberRefusedLogin(gen uint64, err error) error {
+	b.refreshMu.Lock()
+	defer b.refreshMu.Unlock()
+	now := b.now()
+	if gen != b.refreshGen {
+		return err // the config changed meanwhile: its password is untried
+	}
+	count := 1
+	if b.loginRefused != nil {
+		count = b.loginRefused.count + 1
+	}
+	b.loginRefused = &failureRecord{err: err, count: count, until: now.Add(growing(count, passwordBackoffMin, passwordBackoffMax))}
+	return b.loginBackoffError(b.loginRefused, now, false)
+}
+
+func (b *backend) loginBackoffError(r *failureRecord, now time.Time, replay bool) error {
+	return &backedOffError{err: r.err, until: r.until, now: now, replay: replay,
+		what:   "the upstream refused the password login, and to keep the account from being locked out the next login",
+		advice: "; write the right password to config to try at once"}
+}
+
+// loginSucceeded forgets a refused login once one has worked.
+func (b *backend) loginSucceeded(gen uint64) {
+	b.refreshMu.Lock()
+	defer b.refreshMu.Unlock()
+	if gen == b.refreshGen {
+		b.loginRefused = nil
 	}
 }
 
@@ -213,12 +315,26 @@ func (b *backend) clean(context.Context) { b.reset() }
 // once and kept until the config changes; nil, nil when the mount has no
 // config.
 func (b *backend) upstreamClient(ctx context.Context, s logical.Storage) (*config, upstream.Client, error) {
+	st, err := b.upstreamState(ctx, s)
+	return st.cfg, st.client, err
+}
+
+// upstreamState is the resolved config, its client and the config
+// generation they belong to, read together, so that whatever is keyed by
+// the generation (shared fetches, remembered failures) never mixes configs.
+type upstreamState struct {
+	cfg    *config // nil when the mount has no config
+	client upstream.Client
+	gen    uint64
+}
+
+func (b *backend) upstreamState(ctx context.Context, s logical.Storage) (upstreamState, error) {
 	b.mu.RLock()
 	if b.loaded {
-		cfg, client := b.config, b.client
+		st := upstreamState{cfg: b.config, client: b.client, gen: b.configGen}
 		b.mu.RUnlock()
-		if cfg == nil || client != nil {
-			return cfg, client, nil
+		if st.cfg == nil || st.client != nil {
+			return st, nil
 		}
 	} else {
 		b.mu.RUnlock()
@@ -230,7 +346,7 @@ func (b *backend) upstreamClient(ctx context.Context, s logical.Storage) (*confi
 	if !b.loaded {
 		stored, err := getConfig(ctx, s)
 		if err != nil {
-			return nil, nil, err
+			return upstreamState{}, err
 		}
 		b.config, b.loaded = nil, true
 		if stored != nil {
@@ -238,14 +354,14 @@ func (b *backend) upstreamClient(ctx context.Context, s logical.Storage) (*confi
 		}
 	}
 	if b.config == nil {
-		return nil, nil, nil
+		return upstreamState{gen: b.configGen}, nil
 	}
 	if b.client == nil {
 		client, err := b.newClient(b.config.clientConfig())
 		if err != nil {
-			return nil, nil, fmt.Errorf("build upstream client: %w", err)
+			return upstreamState{}, fmt.Errorf("build upstream client: %w", err)
 		}
 		b.client = client
 	}
-	return b.config, b.client, nil
+	return upstreamState{cfg: b.config, client: b.client, gen: b.configGen}, nil
 }

@@ -42,6 +42,7 @@ type config struct {
 	Scopes                 []string      `json:"scopes,omitempty"`
 	CACert                 string        `json:"ca_cert,omitempty"`
 	RequestTimeout         time.Duration `json:"request_timeout,omitempty"`
+	DefaultTokenLifetime   time.Duration `json:"default_token_lifetime,omitempty"`
 	AllowLoopbackHTTP      bool          `json:"allow_loopback_http,omitempty"`
 	// signingConfig is what private_key_jwt adds (keys.go).
 	signingConfig
@@ -184,7 +185,8 @@ func (c *config) validate() error {
 
 // clientConfig is what the upstream client needs of the config.
 func (c *config) clientConfig() upstream.Config {
-	var u upstream.Config
+	// A 429 or 5xx is retried a few times within the caller's deadline.
+	u := upstream.Config{MaxAttempts: upstream.MaxAttemptsLimit}
 	for _, f := range configFields {
 		if f.client != nil {
 			f.client(c, &u)

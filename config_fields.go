@@ -125,6 +125,15 @@ var configFields = []configField{
 			return nil
 		}).
 		sentAs(func(c *config, u *upstream.Config) { u.Timeout = c.RequestTimeout }),
+	durationField("default_token_lifetime", "How long a token lives when the token endpoint's answer has no expires_in, which RFC 6749 makes optional: set it to the lifetime the server documents (10s to 24h). 0, the default, refuses such answers.",
+		func(c *config) *time.Duration { return &c.DefaultTokenLifetime }).
+		checkedBy(func(c *config) error {
+			if c.DefaultTokenLifetime != 0 && (c.DefaultTokenLifetime < 10*time.Second || c.DefaultTokenLifetime > 24*time.Hour) {
+				return userErrorf("default_token_lifetime must be between 10s and 24h, the lifetime the token server documents (0 refuses answers without expires_in)")
+			}
+			return nil
+		}).
+		sentAs(func(c *config, u *upstream.Config) { u.DefaultTokenLifetime = c.DefaultTokenLifetime }),
 	boolField("allow_loopback_http", "Allow plain http URLs to a loopback address, for local test servers.",
 		func(c *config) *bool { return &c.AllowLoopbackHTTP }),
 	durationField("rotation_period", "Rotate the client secret this often (at least 1m); 0 turns it off. Excludes rotation_schedule.",

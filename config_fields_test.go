@@ -48,6 +48,7 @@ func TestConfigFields_ClientConfigCarriesTheFields(t *testing.T) {
 		TokenURL: "https://t.example/token", RotationURL: "https://t.example/rot", RevocationURL: "https://t.example/rev",
 		ClientID: "id", ClientSecret: "s", CustomerID: "cust",
 		GrantType: upstream.GrantClientCredentials, Username: "u", Password: "p", AuthMethod: upstream.AuthClientSecretBasic,
-		CACertPEM: "pem", Timeout: 7e9, RevocationStyle: upstream.RevocationRFC7009, AssertionAudience: "https://t.example",
+		CACertPEM: "pem", Timeout: 7e9, MaxAttempts: upstream.MaxAttemptsLimit,
+		RevocationStyle: upstream.RevocationRFC7009, AssertionAudience: "https://t.example",
 	}, c.clientConfig())
 }

@@ -18,11 +18,14 @@ func TestTokenPerLease_EachLeaseRevokedByRFC7009(t *testing.T) {
 			if method == "private_key_jwt" {
 				e = newJWTEnv(t, nil)
 				e.register(t, "RS256")
+				// No secret to carry along with the moved revocation_url.
+				e.writeConfig(t, map[string]any{"revocation_url": e.fake.JWTRevocationURL()})
 			} else {
 				e = newTestEnv(t, fakeupstream.Options{})
-				e.writeConfig(t, e.fake.JWTPluginConfig(method))
+				cfg := e.fake.JWTPluginConfig(method)
+				cfg["revocation_url"] = e.fake.JWTRevocationURL()
+				e.writeConfig(t, cfg)
 			}
-			e.writeConfig(t, map[string]any{"revocation_url": e.fake.JWTRevocationURL()})
 			e.role(t, "shared", nil)
 			e.role(t, "own", map[string]any{"token_per_lease": true})
 			require.Equal(t, true, e.read(t, "roles/own").Data["token_per_lease"])
@@ -88,7 +91,7 @@ func TestTokenPerLease_RevocationNeverSticks(t *testing.T) {
 		{name: "an unsupported token type is final", sent: true, logs: "unsupported_token_type", before: func(t *testing.T, e *testEnv, _ *fixedClock) {
 			e.fake.InjectFault(fakeupstream.EndpointJWTRevoke, fakeupstream.Fault{Status: http.StatusBadRequest, Code: "unsupported_token_type"})
 		}},
-		{name: "an expired token needs nothing", logs: "its token had expired already", before: func(t *testing.T, e *testEnv, clock *fixedClock) {
+		{name: "an expired token needs nothing", logs: "its token had already expired", before: func(t *testing.T, e *testEnv, clock *fixedClock) {
 			clock.Add(2 * time.Hour)
 		}},
 		{name: "without a config there is nothing to authenticate with", logs: "the mount has no config", before: func(t *testing.T, e *testEnv, _ *fixedClock) {
@@ -96,18 +99,19 @@ func TestTokenPerLease_RevocationNeverSticks(t *testing.T) {
 			require.NoError(t, err)
 		}},
 		{name: "a token never goes to another revocation URL", logs: "not the one the token was issued under", before: func(t *testing.T, e *testEnv, _ *fixedClock) {
-			e.writeConfig(t, map[string]any{"revocation_url": e.fake.URL() + "/elsewhere/revoke"})
+			e.writeConfig(t, map[string]any{"revocation_url": e.fake.URL() + "/elsewhere/revoke", "client_secret": e.fake.Credentials().ClientSecret})
 		}},
 		{name: "a config that no longer revokes", logs: "not the one the token was issued under", before: func(t *testing.T, e *testEnv, _ *fixedClock) {
-			e.writeConfig(t, map[string]any{"revocation_url": ""})
+			e.writeConfig(t, map[string]any{"revocation_url": "", "client_secret": e.fake.Credentials().ClientSecret})
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newTestEnv(t, fakeupstream.Options{})
 			clock := &fixedClock{t: time.Now()}
 			e.b.now = clock.Now
-			e.writeConfig(t, e.fake.JWTPluginConfig("client_secret_basic"))
-			e.writeConfig(t, map[string]any{"revocation_url": e.fake.JWTRevocationURL()})
+			cfg := e.fake.JWTPluginConfig("client_secret_basic")
+			cfg["revocation_url"] = e.fake.JWTRevocationURL()
+			e.writeConfig(t, cfg)
 			e.role(t, "own", map[string]any{"token_per_lease": true})
 			creds := e.read(t, "creds/own")
 			token := creds.Data["access_token"].(string)
@@ -116,7 +120,7 @@ func TestTokenPerLease_RevocationNeverSticks(t *testing.T) {
 			}
 			_, err := e.revoke(t, creds.Secret)
 			if tc.retried {
-				require.ErrorContains(t, err, "log the token out")
+				require.ErrorContains(t, err, "revoke the token")
 				require.Contains(t, e.logs.String(), "Vault retries the revocation")
 				e.fake.ClearFaults()
 				e.writeConfig(t, map[string]any{"request_timeout": "30s"})

@@ -100,6 +100,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err := refusePrivateKeys(req.MountPoint, req.Data); err != nil {
 		return errorResponse(err)
 	}
+	if err := checkConfigInput(d); err != nil {
+		return errorResponse(err)
+	}
 	unlock, err := b.lockWrites(ctx)
 	if err != nil {
 		return nil, err
@@ -150,6 +153,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err := cfg.resolved().validate(); err != nil {
 		return errorResponse(err)
 	}
+	if err := checkCredentialsCarried(stored, cfg, d); err != nil {
+		return errorResponse(err)
+	}
 	if err := b.ensureSigningKey(ctx, req.Storage, cfg.resolved()); err != nil {
 		return nil, err
 	}
@@ -160,10 +166,20 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	effective := cfg.resolved()
 	b.Logger().Info("config written", "mount", req.MountPoint, "provider", effective.Provider, "client_id", effective.ClientID)
 
-	if len(warnings) == 0 {
-		return nil, nil
+	// Answer with what a read shows (never a secret) rather than 204: the
+	// framework adds its warning about unrecognized parameters, such as a
+	// misspelled field, only to a response that is not nil.
+	resp, err := b.pathConfigRead(ctx, req, d)
+	if err != nil {
+		return nil, err
 	}
-	return &logical.Response{Warnings: warnings}, nil
+	if resp == nil {
+		resp = &logical.Response{Data: map[string]any{}}
+	}
+	for _, w := range warnings {
+		resp.AddWarning(w)
+	}
+	return resp, nil
 }
 
 func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {

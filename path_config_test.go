@@ -39,8 +39,7 @@ func TestConfig_WriteReadDelete(t *testing.T) {
 func TestConfig_ProviderDefaults(t *testing.T) {
 	e := newTestEnv(t, fakeupstream.Options{})
 	resp, err := e.write(t, "config", map[string]any{"client_id": "id", "client_secret": "s"})
-	require.NoError(t, err)
-	require.Nil(t, resp)
+	requireCleanWrite(t, resp, err)
 	got := e.read(t, "config").Data
 	require.Equal(t, "https://auth.mapsindoors.com/connect/token", got["token_url"])
 	require.Equal(t, "https://auth.mapsindoors.com/api/clientcredentials", got["rotation_url"])
@@ -50,8 +49,7 @@ func TestConfig_ProviderDefaults(t *testing.T) {
 	// The password grant of MapsIndoors uses client_id "client" and scope
 	// "integration" unless told otherwise.
 	resp, err = e.write(t, "config", map[string]any{"grant_type": "password", "client_id": "", "username": "u", "password": "p"})
-	require.NoError(t, err)
-	require.Nil(t, resp)
+	requireCleanWrite(t, resp, err)
 	got = e.read(t, "config").Data
 	require.Equal(t, "client", got["client_id"])
 	require.Equal(t, []string{"integration"}, got["scopes"])
@@ -120,8 +118,7 @@ func TestConfig_LoopbackHTTPWithOptIn(t *testing.T) {
 		"client_id": "id", "client_secret": "s",
 		"token_url": "http://localhost:8200/connect/token", "allow_loopback_http": true,
 	})
-	require.NoError(t, err)
-	require.Nil(t, resp)
+	requireCleanWrite(t, resp, err)
 	require.Equal(t, true, e.read(t, "config").Data["allow_loopback_http"])
 }
 
@@ -133,8 +130,7 @@ func TestConfig_PartialUpdateKeepsOtherFields(t *testing.T) {
 	require.NoError(t, err)
 
 	resp, err := e.write(t, "config", map[string]any{"request_timeout": 12})
-	require.NoError(t, err)
-	require.Nil(t, resp)
+	requireCleanWrite(t, resp, err)
 
 	after := e.read(t, "config").Data
 	require.Equal(t, int64(12), after["request_timeout"])
@@ -165,8 +161,7 @@ func TestConfig_ChangeDropsCachedTokens(t *testing.T) {
 	require.Equal(t, 1, e.fake.Hits(fakeupstream.EndpointToken))
 
 	resp, err := e.write(t, "config", map[string]any{"request_timeout": "20s"})
-	require.NoError(t, err)
-	require.Nil(t, resp)
+	requireCleanWrite(t, resp, err)
 
 	second := e.read(t, "creds/app").Data["access_token"]
 	require.NotEqual(t, first, second)
@@ -188,4 +183,98 @@ func TestConfig_SecretFromStdinLosesItsLineEndOnly(t *testing.T) {
 
 	e.configure(t, map[string]any{"client_secret": " spaced secret \r\n", "client_secret_id": ""})
 	require.Equal(t, " spaced secret ", e.storedConfig(t).ClientSecret)
+}
+
+// startOtherFake is a second upstream, on another port with a CA of its
+// own: the host a config write could redirect the credentials to.
+func startOtherFake(t testing.TB) *fakeupstream.Server {
+	t.Helper()
+	other, err := fakeupstream.Start(fakeupstream.Options{})
+	require.NoError(t, err)
+	t.Cleanup(other.Close)
+	return other
+}
+
+// Anyone with update on config but no way to read the secret could point
+// the mount at a host of theirs and collect the stored secret with the
+// next token request. So a write that changes where the credentials go,
+// or whom to trust there, must carry them again.
+func TestConfig_EndpointChangeMustCarryTheCredentials(t *testing.T) {
+	cases := []struct {
+		name     string
+		provider string
+		change   func(e *testEnv, other *fakeupstream.Server) map[string]any
+		// mentions is what a refusal names; empty when the write is fine.
+		mentions []string
+	}{
+		{"token_url alone", "mapsindoors", func(_ *testEnv, o *fakeupstream.Server) map[string]any {
+			return map[string]any{"token_url": o.TokenURL()}
+		}, []string{"token_url", "client_secret"}},
+		{"token_url with the secret", "mapsindoors", func(e *testEnv, o *fakeupstream.Server) map[string]any {
+			return map[string]any{"token_url": o.TokenURL(), "client_secret": e.fake.Credentials().ClientSecret, "client_secret_id": ""}
+		}, nil},
+		{"token_url back to the provider's default", "mapsindoors", func(*testEnv, *fakeupstream.Server) map[string]any {
+			return map[string]any{"token_url": ""}
+		}, []string{"token_url", "client_secret"}},
+		{"rotation_url alone", "mapsindoors", func(_ *testEnv, o *fakeupstream.Server) map[string]any {
+			return map[string]any{"rotation_url": o.RotationURL()}
+		}, []string{"rotation_url", "client_secret"}},
+		{"ca_cert alone", "mapsindoors", func(_ *testEnv, o *fakeupstream.Server) map[string]any {
+			return map[string]any{"ca_cert": o.CACertPEM()}
+		}, []string{"ca_cert", "client_secret"}},
+		{"allow_loopback_http alone", "mapsindoors", func(*testEnv, *fakeupstream.Server) map[string]any {
+			return map[string]any{"allow_loopback_http": true}
+		}, []string{"allow_loopback_http", "client_secret"}},
+		{"provider alone", "mapsindoors", func(*testEnv, *fakeupstream.Server) map[string]any {
+			return map[string]any{"provider": "oauth2"}
+		}, []string{"provider", "client_secret"}},
+		{"revocation_url alone", "cameramanager", func(_ *testEnv, o *fakeupstream.Server) map[string]any {
+			return map[string]any{"revocation_url": o.CameraManagerLogoutURL()}
+		}, []string{"revocation_url", "client_secret", "password"}},
+		{"token_url with the password only", "cameramanager", func(e *testEnv, o *fakeupstream.Server) map[string]any {
+			return map[string]any{"token_url": o.CameraManagerTokenURL(), "password": e.fake.Credentials().Password}
+		}, []string{"token_url", "client_secret"}},
+		{"token_url with the API key and the password", "cameramanager", func(e *testEnv, o *fakeupstream.Server) map[string]any {
+			c := e.fake.Credentials()
+			return map[string]any{"token_url": o.CameraManagerTokenURL(), "password": c.Password, "client_secret": c.CameraManagerKeySecret}
+		}, nil},
+		{"metapack token_url alone", "metapack", func(_ *testEnv, o *fakeupstream.Server) map[string]any {
+			return map[string]any{"token_url": o.MetapackTokenURL()}
+		}, []string{"token_url", "api_key_properties"}},
+		{"metapack token_url with the API key", "metapack", func(e *testEnv, o *fakeupstream.Server) map[string]any {
+			return map[string]any{"token_url": o.MetapackTokenURL(), "api_key_properties": e.fake.PluginConfig("metapack")["api_key_properties"]}
+		}, nil},
+		{"the same token_url again", "mapsindoors", func(e *testEnv, _ *fakeupstream.Server) map[string]any {
+			return map[string]any{"token_url": e.fake.TokenURL()}
+		}, nil},
+		{"a field that does not move the credentials", "mapsindoors", func(*testEnv, *fakeupstream.Server) map[string]any {
+			return map[string]any{"request_timeout": "10s", "scopes": "a"}
+		}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t, fakeupstream.Options{})
+			other := startOtherFake(t)
+			e.writeConfig(t, e.fake.PluginConfig(tc.provider))
+			before := e.storageDump(t)
+
+			resp, err := e.write(t, "config", tc.change(e, other))
+			if tc.mentions == nil {
+				require.NoError(t, err)
+				require.False(t, resp != nil && resp.IsError(), "refused: %v", resp.Error())
+				return
+			}
+			for _, m := range tc.mentions {
+				requireBadRequest(t, resp, err, m)
+			}
+			require.Equal(t, before, e.storageDump(t), "the stored config changed")
+
+			// Nothing reaches the other host, whatever is read next.
+			e.role(t, "app", nil)
+			_, _ = e.do(t, logical.ReadOperation, "creds/app", nil)
+			for _, ep := range []fakeupstream.Endpoint{fakeupstream.EndpointToken, fakeupstream.EndpointCameraManagerToken, fakeupstream.EndpointMetapackToken} {
+				require.Zero(t, other.Hits(ep), "a request reached the other host")
+			}
+		})
+	}
 }

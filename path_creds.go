@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
@@ -29,18 +32,14 @@ reads while they have comfortably more life left than the lease they back.
 
 func pathCreds(b *backend) []*framework.Path {
 	return []*framework.Path{{
-		Pattern: "creds/" + framework.GenericNameRegex("name"),
+		Pattern: "creds/" + roleNameCapture,
 		DisplayAttrs: &framework.DisplayAttributes{
 			OperationPrefix: operationPrefix,
 			OperationVerb:   "request",
 			OperationSuffix: "token",
 		},
 		Fields: map[string]*framework.FieldSchema{
-			"name": {
-				Type:        framework.TypeLowerCaseString,
-				Description: "Name of the role.",
-				Required:    true,
-			},
+			"name": roleNameField(),
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation: &framework.PathOperation{
@@ -67,6 +66,12 @@ func secretToken(b *backend) *framework.Secret {
 
 func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
+	if err := checkRoleName(name); err != nil {
+		return errorResponse(err)
+	}
+	// Taken before the role and the config are looked up: a token fetched
+	// with what this read found is cached only if neither changed since.
+	cacheGen := b.tokens.generation()
 	role, err := b.role(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
@@ -74,10 +79,11 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	if role == nil {
 		return logical.ErrorResponse("role %q does not exist; create it with: vault write %sroles/%s ttl=5m", name, req.MountPoint, name), nil
 	}
-	cfg, client, err := b.upstreamClient(ctx, req.Storage)
+	st, err := b.upstreamState(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
+	cfg := st.cfg
 	if cfg == nil {
 		return errorResponse(errNoConfig(req.MountPoint))
 	}
@@ -90,12 +96,17 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	perLease := cfg.provider().tokenPerLease || role.TokenPerLease
 	var tok *upstream.Token
 	if perLease {
-		tok, err = b.leaseToken(ctx, req.MountPoint, name, cfg, client, treq)
+		tok, err = b.leaseToken(ctx, req.MountPoint, name, st, treq)
 	} else {
-		tok, err = b.roleToken(ctx, req.MountPoint, name, role, cfg, client, treq)
+		tok, err = b.roleToken(ctx, req.MountPoint, name, role, st, cacheGen, treq)
 	}
 	if err != nil {
-		b.Logger().Warn("token request failed", "mount", req.MountPoint, "role", name, "error", err)
+		var remembered *backedOffError
+		if errors.As(err, &remembered) && remembered.replay {
+			b.Logger().Debug("token request not tried: a recent failure is remembered", "mount", req.MountPoint, "role", name, "error", err)
+		} else {
+			b.Logger().Warn("token request failed", "mount", req.MountPoint, "role", name, "error", err)
+		}
 		return errorResponse(err)
 	}
 
@@ -107,14 +118,14 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 			tok.Lifetime(), safetyMargin(tok.Lifetime())))
 	}
 	internal := map[string]any{
-		"role":       name,
-		"expires_at": tok.ExpiresAt.UTC().Format(time.RFC3339),
+		leaseRole:      name,
+		leaseExpiresAt: tok.ExpiresAt.UTC().Format(time.RFC3339),
 	}
-	if perLease {
-		// Kept with the lease (in Vault's encrypted storage, not in the
-		// response or the audit log) so the revocation can revoke it
-		// (lease_revoke.go).
-		keepForRevocation(internal, cfg, tok.AccessToken)
+	if perLease && cfg.RevocationURL != "" {
+		// Kept with the lease so the revocation can log the token out,
+		// where it was issued, whatever becomes of the config.
+		internal[leaseAccessToken] = tok.AccessToken
+		maps.Copy(internal, revocationData(cfg))
 	}
 	resp := b.Secret(secretTypeToken).Response(map[string]any{
 		"access_token": tok.AccessToken,
@@ -130,28 +141,37 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 }
 
 // roleToken returns the role's cached token while it is reusable, and
-// otherwise fetches one; concurrent callers for the same role and request
-// share a single upstream call.
-func (b *backend) roleToken(ctx context.Context, mount, name string, role *roleEntry, cfg *config, client upstream.Client, treq upstream.TokenRequest) (*upstream.Token, error) {
+// otherwise fetches one; concurrent callers for the same role, request and
+// config generation share a single upstream call. cacheGen is the token
+// cache's generation from before the role and config were looked up.
+func (b *backend) roleToken(ctx context.Context, mount, name string, role *roleEntry, st upstreamState, cacheGen uint64, treq upstream.TokenRequest) (*upstream.Token, error) {
 	request := strings.Join(treq.Scopes, " ") + "\x00" + treq.Params.Encode()
-	if tok, _ := b.tokens.get(name, request); tok != nil && reusable(tok, role.TTL, b.now()) {
+	if tok := b.tokens.get(name, request); tok != nil && reusable(tok, role.TTL, b.now()) {
 		return tok, nil
 	}
-	v, err, _ := b.flight.Do(name+"\x00"+request, func() (any, error) {
+	// The generation in the key keeps a read that found a new config out of
+	// a fetch made with the old one.
+	key := strconv.FormatUint(st.gen, 10) + "\x00" + name + "\x00" + request
+	v, err, _ := b.flight.Do(key, func() (any, error) {
 		// A flight that just landed may have filled the cache.
-		tok, gen := b.tokens.get(name, request)
-		if tok != nil && reusable(tok, role.TTL, b.now()) {
+		if tok := b.tokens.get(name, request); tok != nil && reusable(tok, role.TTL, b.now()) {
 			return tok, nil
+		}
+		// Checked in the flight, so that every reader that joins it shares
+		// the answer of a remembered failure too.
+		if err := b.outages.check(name, st.gen, b.now()); err != nil {
+			return nil, err
 		}
 		// The fetch serves every waiter, so the first caller's cancellation
 		// must not fail the others; the config's timeout still bounds it.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.RequestTimeout)
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), st.cfg.RequestTimeout)
 		defer cancel()
-		tok, err := client.Token(fctx, treq)
+		tok, err := st.client.Token(fctx, treq)
 		if err != nil {
-			return nil, err
+			return nil, b.outages.record(name, st.gen, err, b.now())
 		}
-		b.tokens.put(name, request, tok, gen)
+		b.outages.succeeded(name, st.gen)
+		b.tokens.put(name, request, tok, cacheGen)
 		b.Logger().Debug("fetched upstream token", "mount", mount, "role", name, "lifetime", tok.Lifetime().String())
 		return tok, nil
 	})
@@ -164,27 +184,82 @@ func (b *backend) roleToken(ctx context.Context, mount, name string, role *roleE
 // leaseToken gets a token of its own for one lease: with the refresh
 // token while it works, else with the password, keeping the new refresh
 // token in memory only (never in storage, so no read writes storage).
-func (b *backend) leaseToken(ctx context.Context, mount, name string, cfg *config, client upstream.Client, treq upstream.TokenRequest) (*upstream.Token, error) {
-	ctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
+//
+// Only a refresh the upstream refuses (a 4xx other than 429) falls back to
+// the password: a 429 or a 5xx would be answered no better by a login. One
+// password login runs at a time, and a refused one backs off (see
+// passwordBackoffMin), since a login per read is what locks accounts.
+func (b *backend) leaseToken(ctx context.Context, mount, name string, st upstreamState, treq upstream.TokenRequest) (*upstream.Token, error) {
+	ctx, cancel := context.WithTimeout(ctx, st.cfg.RequestTimeout)
 	defer cancel()
-	gen, refresh := b.refreshToken()
-	if refresh != "" {
-		tok, err := client.Refresh(ctx, refresh, treq)
-		if err == nil {
-			b.setRefreshToken(gen, tok.RefreshToken)
-			return tok, nil
-		}
-		var ue *upstream.Error
-		if !errors.As(err, &ue) || ue.StatusCode < 400 || ue.StatusCode > 499 {
-			return nil, err
-		}
-		// Refused (logged out, expired): log in again with the password.
-		b.Logger().Debug("the refresh token was refused; logging in with the password", "mount", mount, "role", name, "error", err)
-	}
-	tok, err := client.Token(ctx, treq)
-	if err != nil {
+	if err := b.outages.check(name, st.gen, b.now()); err != nil {
 		return nil, err
 	}
+	log := b.Logger().With("mount", mount, "role", name)
+	// done remembers a failure, or forgets the failures before a success.
+	done := func(tok *upstream.Token, err error) (*upstream.Token, error) {
+		if err != nil {
+			return nil, b.outages.record(name, st.gen, err, b.now())
+		}
+		b.outages.succeeded(name, st.gen)
+		return tok, nil
+	}
+	gen, refresh := b.refreshToken()
+	if refresh != "" {
+		if tok, err := b.refreshLeaseToken(ctx, log, gen, refresh, st.client, treq); tok != nil || err != nil {
+			return done(tok, err)
+		}
+	}
+
+	select {
+	case b.loginSem <- struct{}{}:
+	case <-ctx.Done():
+		// Not remembered: the failure, if any, is the other read's.
+		return nil, &upstream.Error{Op: "token request", Description: "timed out waiting for another read's password login"}
+	}
+	// Released after the outcome is remembered, so that a read that waited
+	// sees it.
+	defer func() { <-b.loginSem }()
+	// Another read may have logged in while this one waited: refresh with
+	// the token its login brought. Or it failed, and that is remembered.
+	if g, rt := b.refreshToken(); g == gen && rt != "" && rt != refresh {
+		if tok, err := b.refreshLeaseToken(ctx, log, gen, rt, st.client, treq); tok != nil || err != nil {
+			return done(tok, err)
+		}
+	}
+	if err := b.outages.check(name, st.gen, b.now()); err != nil {
+		return nil, err
+	}
+	if err := b.loginBackedOff(gen); err != nil {
+		return nil, err
+	}
+	tok, err := st.client.Token(ctx, treq)
+	if err != nil {
+		if refusedByUpstream(err) {
+			// A refused password has a back-off of its own.
+			return nil, b.rememberRefusedLogin(gen, err)
+		}
+		return done(nil, err)
+	}
+	b.loginSucceeded(gen)
 	b.setRefreshToken(gen, tok.RefreshToken)
-	return tok, nil
+	return done(tok, nil)
+}
+
+// refreshLeaseToken gets a lease's token with a refresh token. A refresh
+// token the upstream refuses is forgotten, and nil, nil says to log in
+// with the password instead.
+func (b *backend) refreshLeaseToken(ctx context.Context, log hclog.Logger, gen uint64, refresh string, client upstream.Client, treq upstream.TokenRequest) (*upstream.Token, error) {
+	tok, err := client.Refresh(ctx, refresh, treq)
+	if err == nil {
+		b.setRefreshToken(gen, tok.RefreshToken)
+		return tok, nil
+	}
+	if !refusedByUpstream(err) {
+		return nil, err
+	}
+	// Refused (logged out, expired): log in again with the password.
+	b.dropRefreshToken(gen, refresh)
+	log.Debug("the refresh token was refused; logging in with the password", "error", err)
+	return nil, nil
 }

@@ -3,7 +3,6 @@ package mapsindoors
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"sync"
 	"testing"
@@ -175,7 +174,7 @@ func TestCreds_UpstreamFailureNamesStatusAndCode(t *testing.T) {
 	}{
 		{"refused client", fakeupstream.Fault{Status: 401, Code: "invalid_client"}, nil,
 			[]string{"HTTP 401", `"invalid_client"`, "check client_id and client_secret"}},
-		{"unavailable", fakeupstream.Fault{Status: 503, Code: "temporarily_unavailable"}, nil,
+		{"unavailable", fakeupstream.Fault{Status: 503, Code: "temporarily_unavailable", Times: -1}, nil,
 			[]string{"HTTP 503", `"temporarily_unavailable"`}},
 		{"malformed answer", fakeupstream.Fault{Malformed: true}, nil,
 			[]string{"token request", "cannot parse"}},
@@ -189,6 +188,8 @@ func TestCreds_UpstreamFailureNamesStatusAndCode(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newTestEnv(t, fakeupstream.Options{})
+			clock := &fixedClock{t: time.Now()}
+			e.b.now = clock.Now
 			e.configure(t, tc.config)
 			e.role(t, "app", nil)
 			e.fake.InjectFault(fakeupstream.EndpointToken, tc.fault)
@@ -201,8 +202,10 @@ func TestCreds_UpstreamFailureNamesStatusAndCode(t *testing.T) {
 			for _, s := range e.fake.Sensitive() {
 				require.NotContains(t, err.Error(), s)
 			}
-			// The next read, with the upstream well again, works.
+			// The next read, with the upstream well again and the failure
+			// no longer remembered, works.
 			e.fake.ClearFaults()
+			clock.Add(outageMemoryMin)
 			e.read(t, "creds/app")
 		})
 	}
@@ -289,42 +292,4 @@ func requireCoded(t testing.TB, err error, status int, mentions string) {
 	require.True(t, errors.As(err, &coded), "want a coded error, got %T: %v", err, err)
 	require.Equal(t, status, coded.Code())
 	require.Contains(t, err.Error(), mentions)
-}
-
-func BenchmarkCredsRead(b *testing.B) {
-	for _, warm := range []bool{true, false} {
-		name := "cache_miss"
-		if warm {
-			name = "cache_hit"
-		}
-		b.Run(name, func(b *testing.B) {
-			e := newTestEnv(b, fakeupstream.Options{})
-			e.configure(b, nil)
-			e.role(b, "app", nil)
-			req := &logical.Request{Operation: logical.ReadOperation, Path: "creds/app", Storage: e.storage, MountPoint: "mapsindoors/"}
-			ctx := context.Background()
-			if _, err := e.b.HandleRequest(ctx, req); err != nil {
-				b.Fatal(err)
-			}
-			before := e.fake.Hits(fakeupstream.EndpointToken)
-			b.ReportAllocs()
-			reads := 0
-			for b.Loop() {
-				reads++
-				if !warm {
-					e.b.tokens.reset()
-				}
-				resp, err := e.b.HandleRequest(ctx, req)
-				if err != nil || resp.IsError() {
-					b.Fatal(fmt.Sprint(err, resp))
-				}
-			}
-			b.StopTimer()
-			hits := e.fake.Hits(fakeupstream.EndpointToken) - before
-			b.ReportMetric(float64(hits)/float64(reads), "upstream-requests/op")
-			if warm && hits != 0 || !warm && hits != reads {
-				b.Fatalf("%d upstream requests for %d reads", hits, reads)
-			}
-		})
-	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
@@ -78,17 +79,15 @@ func pathRoles(b *backend) []*framework.Path {
 			HelpDescription: strings.TrimSpace(pathRolesHelpDesc),
 		},
 		{
-			Pattern: "roles/" + framework.GenericNameRegex("name"),
+			// Any name, so that one that does not fit gets a 400 that says
+			// why (checkRoleName) rather than "unsupported path".
+			Pattern: "roles/" + roleNameCapture,
 			DisplayAttrs: &framework.DisplayAttributes{
 				OperationPrefix: operationPrefix,
 				OperationSuffix: "role",
 			},
 			Fields: map[string]*framework.FieldSchema{
-				"name": {
-					Type:        framework.TypeLowerCaseString,
-					Description: "Name of the role.",
-					Required:    true,
-				},
+				"name": roleNameField(),
 				"scopes": {
 					Type:        framework.TypeCommaStringSlice,
 					Description: "Scopes to request; the config's scopes when empty.",
@@ -139,8 +138,27 @@ func pathRoles(b *backend) []*framework.Path {
 	}
 }
 
+// roleNameCapture is the name of a role in a path pattern.
+const roleNameCapture = `(?P<name>.+)`
+
+// roleNameField is the name of a role in a path. It is a plain string:
+// framework.TypeLowerCaseString would fold creds/ADMIN into role admin,
+// past an ACL that denies creds/admin and out of an audit search for it.
+func roleNameField() *framework.FieldSchema {
+	return &framework.FieldSchema{
+		Type:        framework.TypeString,
+		Description: "Name of the role: lower case letters, digits, _, - and .",
+		Required:    true,
+	}
+}
+
 func (b *backend) pathRoleExistenceCheck(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
-	r, err := getRole(ctx, req.Storage, d.Get("name").(string))
+	name := d.Get("name").(string)
+	if checkRoleName(name) != nil {
+		// Not a role: the handler refuses the name.
+		return false, nil
+	}
+	r, err := getRole(ctx, req.Storage, name)
 	return r != nil, err
 }
 
@@ -153,10 +171,19 @@ func (b *backend) pathRolesList(ctx context.Context, req *logical.Request, _ *fr
 }
 
 func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	r, err := getRole(ctx, req.Storage, d.Get("name").(string))
+	name := d.Get("name").(string)
+	if err := checkRoleName(name); err != nil {
+		return errorResponse(err)
+	}
+	r, err := getRole(ctx, req.Storage, name)
 	if err != nil || r == nil {
 		return nil, err
 	}
+	return &logical.Response{Data: r.data()}, nil
+}
+
+// data is what a read of the role shows, and what a write answers with.
+func (r *roleEntry) data() map[string]any {
 	scopes := r.Scopes
 	if scopes == nil {
 		scopes = []string{}
@@ -165,7 +192,7 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 	if params == nil {
 		params = map[string]string{}
 	}
-	return &logical.Response{Data: map[string]any{
+	return map[string]any{
 		"scopes":       scopes,
 		"ttl":          int64(r.TTL / time.Second),
 		"audience":     r.Audience,
@@ -173,7 +200,7 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 		"token_params": params,
 		// Stored as written; the provider may turn it on regardless.
 		"token_per_lease": r.TokenPerLease,
-	}}, nil
+	}
 }
 
 func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -181,6 +208,15 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		return errorResponse(err)
 	}
 	name := d.Get("name").(string)
+	if err := checkRoleName(name); err != nil {
+		return errorResponse(err)
+	}
+	if err := checkRoleInput(d); err != nil {
+		return errorResponse(err)
+	}
+	lock := locksutil.LockForKey(b.roleLocks, name)
+	lock.Lock()
+	defer lock.Unlock()
 	r, err := getRole(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
@@ -227,11 +263,20 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		return nil, fmt.Errorf("store role %q: %w", name, err)
 	}
 	b.forgetRole(name)
-	return nil, nil
+	// Answer with the role rather than 204: the framework adds its warning
+	// about unrecognized parameters, such as a misspelled field, only to a
+	// response that is not nil.
+	return &logical.Response{Data: r.data()}, nil
 }
 
 func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
+	if err := checkRoleName(name); err != nil {
+		return errorResponse(err)
+	}
+	lock := locksutil.LockForKey(b.roleLocks, name)
+	lock.Lock()
+	defer lock.Unlock()
 	if err := req.Storage.Delete(ctx, roleStoragePrefix+name); err != nil {
 		return nil, fmt.Errorf("delete role %q: %w", name, err)
 	}
@@ -283,4 +328,5 @@ func (b *backend) forgetRole(name string) {
 	b.rolesGen++
 	b.mu.Unlock()
 	b.tokens.dropRole(name)
+	b.outages.forget(name)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/stretchr/testify/require"
@@ -102,4 +103,62 @@ func TestCameraManager_FailuresAndBadInput(t *testing.T) {
 	}
 	resp, err := e.rotate(t)
 	requireBadRequest(t, resp, err, "provider cameramanager has no client-secret API")
+}
+
+// A refresh the upstream answers with 429 is not a refused refresh token:
+// logging in with the password then would only add load, and a login per
+// read is what locks accounts. A refused password is not tried again on
+// every read either: it backs off for a growing time, and reads say when
+// the next login is due, without calling the upstream.
+func TestCameraManager_RefusedLoginsBackOff(t *testing.T) {
+	t.Run("429 on refresh does not fall back to the password", func(t *testing.T) {
+		e := newTestEnv(t, fakeupstream.Options{})
+		e.writeConfig(t, e.fake.PluginConfig("cameramanager"))
+		e.role(t, "cam", nil)
+		e.read(t, "creds/cam")
+		require.Equal(t, 1, e.fake.Grants(fakeupstream.EndpointCameraManagerToken, "password"))
+
+		e.fake.InjectFault(fakeupstream.EndpointCameraManagerToken, fakeupstream.Fault{Status: 429, Code: "slow_down", Times: -1})
+		_, err := e.do(t, logical.ReadOperation, "creds/cam", nil)
+		requireCoded(t, err, http.StatusBadGateway, "HTTP 429")
+		require.Equal(t, 1, e.fake.Grants(fakeupstream.EndpointCameraManagerToken, "password"), "a 429 made a password login")
+	})
+
+	t.Run("a refused password backs off", func(t *testing.T) {
+		e := newTestEnv(t, fakeupstream.Options{})
+		clock := &fixedClock{t: time.Now()}
+		e.b.now = clock.Now
+		e.writeConfig(t, e.fake.PluginConfig("cameramanager"))
+		e.writeConfig(t, map[string]any{"password": "wrong"})
+		e.role(t, "cam", nil)
+
+		_, err := e.do(t, logical.ReadOperation, "creds/cam", nil)
+		requireCoded(t, err, http.StatusBadGateway, `HTTP 400, OAuth2 error "invalid_grant"`)
+		require.Equal(t, 1, e.fake.Hits(fakeupstream.EndpointCameraManagerToken))
+
+		// Reads during the back-off say when the next login is due and do
+		// not reach the upstream.
+		for range 5 {
+			_, err = e.do(t, logical.ReadOperation, "creds/cam", nil)
+			requireCoded(t, err, http.StatusBadGateway, "refused the password login")
+			requireCoded(t, err, http.StatusBadGateway, "write the right password to config")
+		}
+		require.Equal(t, 1, e.fake.Hits(fakeupstream.EndpointCameraManagerToken), "a login per read risks locking the account")
+
+		// When it is over, one login is tried; refused again, the next
+		// back-off is longer.
+		clock.Add(passwordBackoffMin + time.Second)
+		_, err = e.do(t, logical.ReadOperation, "creds/cam", nil)
+		requireCoded(t, err, http.StatusBadGateway, `"invalid_grant"`)
+		require.Equal(t, 2, e.fake.Hits(fakeupstream.EndpointCameraManagerToken))
+		clock.Add(passwordBackoffMin + time.Second)
+		_, err = e.do(t, logical.ReadOperation, "creds/cam", nil)
+		requireCoded(t, err, http.StatusBadGateway, "refused the password login")
+		require.Equal(t, 2, e.fake.Hits(fakeupstream.EndpointCameraManagerToken), "the second back-off is longer than the first")
+
+		// The right password, written, is tried at once.
+		e.writeConfig(t, map[string]any{"password": e.fake.Credentials().Password})
+		e.read(t, "creds/cam")
+		require.Equal(t, 3, e.fake.Hits(fakeupstream.EndpointCameraManagerToken))
+	})
 }

@@ -403,6 +403,12 @@ func (b *backend) fenceConfig(ctx context.Context, s logical.Storage) bool {
 	return putConfig(ctx, s, stored) == nil
 }
 
+// isNotFound says the upstream answered 404: the secret is gone already.
+func isNotFound(err error) bool {
+	var ue *upstream.Error
+	return errors.As(err, &ue) && ue.StatusCode == http.StatusNotFound
+}
+
 // hasDueDeletions says whether a pending deletion is due at now.
 func (c *config) hasDueDeletions(now time.Time) bool {
 	for _, p := range c.PendingDeletions {
@@ -466,8 +472,7 @@ func (b *backend) deletePendingLocked(ctx context.Context, s logical.Storage, lo
 			err := withTimeoutErr(ctx, cfg.RequestTimeout, func(ctx context.Context) error {
 				return client.DeleteClientSecret(ctx, p.ID)
 			})
-			var ue *upstream.Error
-			if err != nil && !(errors.As(err, &ue) && ue.StatusCode == http.StatusNotFound) {
+			if err != nil && !isNotFound(err) {
 				deleteErr = err
 				break
 			}

@@ -3,8 +3,13 @@ package mapsindoors
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
+	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -25,9 +30,11 @@ type testEnv struct {
 	storage logical.Storage
 	fake    *fakeupstream.Server
 	logs    *syncBuffer
-	// responses collects every response the backend gave, to check for
-	// leaked secrets at the end.
+	// responses and errors collect every response and error the backend
+	// gave through do and write, to check for leaked secrets at the end.
+	recordMu  sync.Mutex
 	responses []*logical.Response
+	errors    []string
 }
 
 type syncBuffer struct {
@@ -109,6 +116,7 @@ func (e *testEnv) do(t testing.TB, op logical.Operation, path string, data map[s
 	}
 	resp, err := e.b.HandleRequest(context.Background(), req)
 	e.record(resp)
+	e.recordErr(err)
 	return resp, err
 }
 
@@ -126,6 +134,7 @@ func (e *testEnv) write(t testing.TB, path string, data map[string]any) (*logica
 		return resp, nil
 	}
 	if err != nil {
+		e.recordErr(err)
 		return nil, err
 	}
 	op := logical.CreateOperation
@@ -148,16 +157,31 @@ func (e *testEnv) record(resp *logical.Response) {
 	if resp == nil {
 		return
 	}
+	e.recordMu.Lock()
+	defer e.recordMu.Unlock()
 	e.responses = append(e.responses, resp)
 }
 
-// assertNoLeaks checks that no secret, password or token the fake knows
-// is in the captured log or in any response, except the access_token
-// field of a creds response.
+func (e *testEnv) recordErr(err error) {
+	if err == nil {
+		return
+	}
+	e.recordMu.Lock()
+	defer e.recordMu.Unlock()
+	e.errors = append(e.errors, err.Error())
+}
+
+// assertNoLeaks checks that no secret, password, refresh token or access
+// token the fake knows is, in any encoding (secretForms), in the captured
+// log, an error, a response (except the access_token field of a creds
+// response and its lease's copy of it) or a storage entry other than the
+// seal-wrapped config. It names where a secret was found, never the secret.
 func (e *testEnv) assertNoLeaks(t testing.TB) {
 	t.Helper()
-	logs := e.logs.String()
-	for _, r := range e.responses {
+	e.recordMu.Lock()
+	defer e.recordMu.Unlock()
+	places := map[string]string{"the server log": e.logs.String()}
+	for i, r := range e.responses {
 		data := make(map[string]any, len(r.Data))
 		for k, v := range r.Data {
 			if k == "access_token" && r.Secret != nil {
@@ -171,17 +195,53 @@ func (e *testEnv) assertNoLeaks(t testing.TB) {
 			Internal map[string]any
 		}{data, r.Warnings, secretInternal(r)})
 		require.NoError(t, err)
-		for _, s := range e.fake.Sensitive() {
-			if strings.Contains(string(blob), s) {
-				t.Errorf("a response holds a secret or token outside access_token")
-			}
+		places[fmt.Sprintf("response %d", i)] = string(blob)
+	}
+	for i, msg := range e.errors {
+		places[fmt.Sprintf("error %d", i)] = msg
+	}
+	for key, value := range e.storageDump(t) {
+		if key != configStoragePath {
+			places["storage entry "+key] = value
 		}
 	}
 	for _, s := range e.fake.Sensitive() {
-		if strings.Contains(logs, s) {
-			t.Errorf("the server log holds a secret or token")
+		for _, form := range secretForms(s) {
+			for place, text := range places {
+				if strings.Contains(text, form.text) {
+					t.Errorf("%s holds a secret or token (%s)", place, form.encoding)
+				}
+			}
 		}
 	}
+}
+
+// secretForm is a secret as some encoding writes it.
+type secretForm struct{ encoding, text string }
+
+// secretForms is every form in which a secret could leave: as it is, URL-
+// and form-encoded, JSON-escaped (with and without HTML escaping), and in
+// base64, standard and URL-safe, at each of the three alignments it can
+// have inside a longer encoded text (HTTP Basic's "id:secret", say).
+func secretForms(s string) []secretForm {
+	forms := []secretForm{{"raw", s}, {"URL query encoding", url.QueryEscape(s)}, {"URL path encoding", url.PathEscape(s)}}
+	for _, html := range []bool{true, false} {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(html)
+		_ = enc.Encode(s)
+		forms = append(forms, secretForm{"JSON", strings.TrimSuffix(strings.TrimSpace(buf.String()), `"`)[1:]})
+	}
+	for offset := range 3 {
+		if len(s)-offset < 12 {
+			break
+		}
+		whole := s[offset : offset+(len(s)-offset)/3*3]
+		forms = append(forms,
+			secretForm{"base64", base64.StdEncoding.EncodeToString([]byte(whole))},
+			secretForm{"base64url", base64.URLEncoding.EncodeToString([]byte(whole))})
+	}
+	return forms
 }
 
 // secretInternal is the lease's internal data without the token it logs
@@ -206,7 +266,9 @@ func requireBadRequest(t testing.TB, resp *logical.Response, err error, mentions
 	t.Helper()
 	require.NoError(t, err)
 	require.NotNil(t, resp)
-	require.True(t, resp.IsError(), "want an error response, got %#v", resp.Data)
+	// Only the keys: the data of a response that should have been refused
+	// may hold a token, and test output is no place for one.
+	require.True(t, resp.IsError(), "want an error response, got one with the fields %v", slices.Sorted(maps.Keys(resp.Data)))
 	code, _ := logical.RespondErrorCommon(&logical.Request{}, resp, err)
 	require.Equal(t, 400, code)
 	require.Contains(t, resp.Error().Error(), mentions)
@@ -230,7 +292,7 @@ func (c *fixedClock) Add(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-func (e *testEnv) writeConfig(t *testing.T, data map[string]any) {
+func (e *testEnv) writeConfig(t testing.TB, data map[string]any) {
 	t.Helper()
 	resp, err := e.write(t, "config", data)
 	require.NoError(t, err)
@@ -243,4 +305,30 @@ func withoutRotationStatus(c *config) *config {
 	cp := c.clone()
 	cp.Rotation = rotationStatus{}
 	return cp
+}
+
+// storageDump is every entry in the env's storage, by key, so a test can
+// show that a refused request changed nothing.
+func (e *testEnv) storageDump(t testing.TB) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	out := map[string]string{}
+	var walk func(prefix string)
+	walk = func(prefix string) {
+		keys, err := e.storage.List(ctx, prefix)
+		require.NoError(t, err)
+		for _, k := range keys {
+			if strings.HasSuffix(k, "/") {
+				walk(prefix + k)
+				continue
+			}
+			entry, err := e.storage.Get(ctx, prefix+k)
+			require.NoError(t, err)
+			if entry != nil {
+				out[prefix+k] = string(entry.Value)
+			}
+		}
+	}
+	walk("")
+	return out
 }

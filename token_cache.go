@@ -28,16 +28,24 @@ func newTokenCache() *tokenCache {
 	return &tokenCache{entries: map[string]cachedToken{}}
 }
 
-// get returns the role's token if it was made for this request, and the
-// generation to hand back to put.
-func (c *tokenCache) get(role, request string) (*upstream.Token, uint64) {
+// generation is the generation to hand to put. A read takes it before it
+// looks up its role and config, so any change to either after that makes
+// put drop the token the read fetched with what it looked up.
+func (c *tokenCache) generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
+// get returns the role's token if it was made for this request.
+func (c *tokenCache) get(role, request string) *upstream.Token {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[role]
 	if !ok || e.request != request {
-		return nil, c.gen
+		return nil
 	}
-	return e.token, c.gen
+	return e.token
 }
 
 // put stores a token unless the cache was dropped since gen was read.

@@ -1,71 +1,287 @@
 package e2e
 
 import (
+	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/fakeupstream"
 )
 
-// BenchmarkVaultRead compares, through a real Vault dev server's HTTP API,
-// a warm creds read with a read of a plugin that does nothing but return a
-// leased secret of the same shape (the gRPC hop and the lease write are
-// Vault's cost; the difference is this plugin's) and with a read of
-// Vault's built-in KV. Run with: make bench-e2e.
+// BenchmarkVaultRead reads through a real Vault dev server's HTTP API, as
+// agents do, and compares a warm creds read with a read of a plugin that
+// does nothing but return a leased secret of the same shape (the gRPC hop
+// and the lease write are Vault's cost; the difference is this plugin's)
+// and with a read of Vault's built-in KV v2, all in one run on one server.
+// Each reports reads per second, the median and 99th percentile latency
+// under load, and upstream token requests per 1,000 reads. The latency/
+// benchmarks read one at a time: a hit (a cached token) and a miss (a mount
+// whose upstream issues 4 s tokens, too short to share, so every read
+// fetches one). Run with: make bench-e2e.
 func BenchmarkVaultRead(b *testing.B) {
 	requireVault(b)
 	noop := buildNoopPlugin(b)
-	fake, err := fakeupstream.Start(fakeupstream.Options{})
-	require.NoError(b, err)
-	defer fake.Close()
+	fake := startFake(b, fakeupstream.Options{})
+	short := startFake(b, fakeupstream.Options{TokenLifetime: 4 * time.Second})
 	v := startDevVault(b)
 	v.registerPlugin(pluginV1)
 	v.enable("mapsindoors", pluginV1)
-	v.configure("mapsindoors", fake, nil)
-	v.mustCLI("write", "mapsindoors/roles/app", "ttl=5m")
-	v.mustCLI("kv", "put", "secret/app", "value=x")
+	v.enable("miss", pluginV1)
+	v.apiOK("POST", "mapsindoors/config", fake.PluginConfig("mapsindoors"))
+	v.apiOK("POST", "miss/config", short.PluginConfig("mapsindoors"))
+	v.apiOK("POST", "mapsindoors/roles/app", map[string]any{"ttl": "5m"})
+	v.apiOK("POST", "miss/roles/app", map[string]any{"ttl": "5m"})
+	v.apiOK("POST", "secret/data/app", map[string]any{"data": map[string]any{"value": "x"}})
 	v.mustCLI("plugin", "register", "-sha256="+noop.SHA256, "-version="+noop.Version, "-command="+noop.Command, "secret", "noop")
 	v.mustCLI("secrets", "enable", "-path=noop", "-plugin-version="+noop.Version, "noop")
 
 	for _, path := range []string{"mapsindoors/creds/app", "noop/creds/app", "secret/data/app"} {
 		b.Run(path, func(b *testing.B) {
 			before := fake.Hits(fakeupstream.EndpointToken)
+			var lat latencies
 			b.RunParallel(func(pb *testing.PB) {
 				client := &http.Client{}
 				for pb.Next() {
-					req, _ := http.NewRequest(http.MethodGet, v.addr+"/v1/"+path, nil)
-					req.Header.Set("X-Vault-Token", v.token)
-					resp, err := client.Do(req)
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusOK {
-						b.Errorf("%s: HTTP %d", path, resp.StatusCode)
+					if !v.timedRead(b, client, path, &lat) {
 						return
 					}
 				}
 			})
-			b.ReportMetric(float64(fake.Hits(fakeupstream.EndpointToken)-before)/float64(b.N), "upstream-requests/op")
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reads/s")
+			lat.report(b)
+			b.ReportMetric(1000*float64(fake.Hits(fakeupstream.EndpointToken)-before)/float64(b.N), "upstream-requests/1000-reads")
 		})
 	}
+	for _, c := range []struct{ name, path string }{{"latency/hit", "mapsindoors/creds/app"}, {"latency/miss", "miss/creds/app"}} {
+		b.Run(c.name, func(b *testing.B) {
+			client := &http.Client{}
+			var lat latencies
+			for b.Loop() {
+				if !v.timedRead(b, client, c.path, &lat) {
+					return
+				}
+			}
+			lat.report(b)
+		})
+	}
+}
+
+// BenchmarkVaultPluginMemory reads 100 roles 100 times each through a real
+// Vault, then reports the resident memory (VmRSS) of the plugin process,
+// found among the Vault server's children, before and after the reads.
+// The reads happen once, before the measurement; the benchmark itself
+// only reads /proc.
+func BenchmarkVaultPluginMemory(b *testing.B) {
+	requireVault(b)
+	const roles, reads = 100, 10000
+	fake := startFake(b, fakeupstream.Options{})
+	v := startDevVault(b)
+	v.registerPlugin(pluginV1)
+	v.enable("mapsindoors", pluginV1)
+	v.apiOK("POST", "mapsindoors/config", fake.PluginConfig("mapsindoors"))
+	for i := range roles {
+		v.apiOK("POST", fmt.Sprintf("mapsindoors/roles/r%d", i), map[string]any{"ttl": "5m"})
+	}
+	pid := v.pluginPID(b, pluginV1.Command)
+	rssBefore := vmRSS(b, pid)
+
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{}
+			for n := next.Add(1); n <= reads; n = next.Add(1) {
+				if !v.timedRead(b, client, fmt.Sprintf("mapsindoors/creds/r%d", n%roles), nil) {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+
+	b.Run(fmt.Sprintf("after_%d_reads_of_%d_roles", reads, roles), func(b *testing.B) {
+		var rss int64
+		for b.Loop() {
+			rss = vmRSS(b, pid)
+		}
+		b.ReportMetric(float64(rssBefore), "rss-before-KiB")
+		b.ReportMetric(float64(rss), "rss-after-KiB")
+		b.ReportMetric(float64(fake.Hits(fakeupstream.EndpointToken)), "upstream-requests")
+	})
+}
+
+// BenchmarkVaultOutage reads a role from many clients through a real Vault
+// while the upstream answers every token request with a 503, and reports
+// how many requests reached the upstream per second, beside the reads per
+// second Vault answered (each with a 502). Every run reads a role of its
+// own, so each starts at the beginning of an outage.
+func BenchmarkVaultOutage(b *testing.B) {
+	requireVault(b)
+	fake := startFake(b, fakeupstream.Options{})
+	v := startDevVault(b)
+	v.registerPlugin(pluginV1)
+	v.enable("mapsindoors", pluginV1)
+	v.apiOK("POST", "mapsindoors/config", fake.PluginConfig("mapsindoors"))
+	fake.InjectFault(fakeupstream.EndpointToken, fakeupstream.Fault{Status: 503, Code: "temporarily_unavailable", Times: -1})
+	run := 0
+
+	b.Run("503_from_the_token_endpoint", func(b *testing.B) {
+		run++
+		role := fmt.Sprintf("mapsindoors/creds/down%d", run)
+		v.apiOK("POST", strings.Replace(role, "/creds/", "/roles/", 1), map[string]any{"ttl": "5m"})
+		before := fake.Hits(fakeupstream.EndpointToken)
+		b.ResetTimer()
+		b.SetParallelism(16)
+		b.RunParallel(func(pb *testing.PB) {
+			client := &http.Client{}
+			for pb.Next() {
+				code, err := v.get(client, role)
+				if err != nil || code != http.StatusBadGateway {
+					b.Errorf("%s during the outage: HTTP %d, %v", role, code, err)
+					return
+				}
+			}
+		})
+		elapsed := b.Elapsed().Seconds()
+		b.ReportMetric(float64(fake.Hits(fakeupstream.EndpointToken)-before)/elapsed, "upstream-requests/s")
+		b.ReportMetric(float64(b.N)/elapsed, "reads/s")
+	})
+}
+
+// get reads a path through the HTTP API and drains the answer.
+func (v *vaultServer) get(client *http.Client, path string) (int, error) {
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, v.addr+"/v1/"+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("X-Vault-Token", v.token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// timedRead reads a path that must answer 200, adding its latency to lat
+// when given; false (with the benchmark failed) when it did not.
+func (v *vaultServer) timedRead(b *testing.B, client *http.Client, path string, lat *latencies) bool {
+	start := time.Now()
+	code, err := v.get(client, path)
+	if lat != nil {
+		lat.add(time.Since(start))
+	}
+	if err != nil || code != http.StatusOK {
+		b.Errorf("%s: HTTP %d, %v", path, code, err)
+		return false
+	}
+	return true
+}
+
+// apiOK makes an HTTP API call that must succeed (the CLI costs a process
+// start per call, too slow for a hundred roles).
+func (v *vaultServer) apiOK(method, path string, body map[string]any) {
+	v.t.Helper()
+	code, resp := v.api(method, path, body)
+	require.Less(v.t, code, 300, "%s %s: %v", method, path, resp["errors"])
+}
+
+// pluginPID finds the plugin process: a child of the Vault server whose
+// command is the plugin's file.
+func (v *vaultServer) pluginPID(b *testing.B, command string) int {
+	b.Helper()
+	entries, err := os.ReadDir("/proc")
+	require.NoError(b, err)
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may hold spaces, so split after ")".
+		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(fields) < 2 || fields[1] != strconv.Itoa(v.cmd.Process.Pid) {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if filepath.Base(strings.SplitN(string(cmdline), "\x00", 2)[0]) == command {
+			return pid
+		}
+	}
+	b.Fatalf("no child of the Vault server runs %s", command)
+	return 0
+}
+
+// vmRSS is a process's resident memory in KiB.
+func vmRSS(b *testing.B, pid int) int64 {
+	b.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	require.NoError(b, err)
+	defer func() { _ = f.Close() }() // read only
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if rest, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+			kib, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			require.NoError(b, err)
+			return kib
+		}
+	}
+	b.Fatalf("no VmRSS in /proc/%d/status", pid)
+	return 0
+}
+
+// latencies collects the duration of each read, from any goroutine.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+// report adds the median and the 99th percentile as metrics.
+func (l *latencies) report(b *testing.B) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.d) == 0 {
+		return
+	}
+	slices.Sort(l.d)
+	pct := func(p int) float64 { return float64(l.d[min(len(l.d)-1, len(l.d)*p/100)].Microseconds()) }
+	b.ReportMetric(pct(50), "p50-µs")
+	b.ReportMetric(pct(99), "p99-µs")
 }
 
 // buildNoopPlugin builds ./noopplugin into the shared plugin directory.
 func buildNoopPlugin(b *testing.B) pluginBuild {
 	b.Helper()
 	out := filepath.Join(pluginDir, "noop-plugin")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./noopplugin")
+	cmd := exec.CommandContext(context.Background(), "go", "build", "-trimpath", "-o", out, "./noopplugin")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	require.NoError(b, cmd.Run())
 	data, err := os.ReadFile(out)

@@ -194,7 +194,7 @@ func requireVault(t testing.TB) {
 // seen here as a Raft node's cluster port answered by another server.
 var (
 	portMu   sync.Mutex
-	nextPort = 20000 + rand.IntN(8000) //nolint:gosec // G404: spreads test ports, nothing secret depends on it.
+	nextPort = 20000 + rand.IntN(8000)
 )
 
 // freePorts reserves n consecutive free ports and returns the first.

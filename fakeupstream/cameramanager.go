@@ -6,6 +6,8 @@ import (
 )
 
 // CameraManager's endpoints.
+//
+//nolint:gosec // G101: endpoint names (method and path), not credentials.
 const (
 	// EndpointCameraManagerToken is CameraManager's token endpoint: the
 	// password and refresh_token grants with the API key as raw HTTP Basic,

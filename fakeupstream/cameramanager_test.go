@@ -1,6 +1,7 @@
 package fakeupstream_test
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"testing"
@@ -30,7 +31,7 @@ func TestCameraManager_QueryOrFormRefreshAndLogout(t *testing.T) {
 	require.Equal(t, rt, refreshed["refresh_token"])
 
 	logout := func(token string) int {
-		req, err := http.NewRequest(http.MethodDelete, fake.CameraManagerLogoutURL(), nil)
+		req, err := http.NewRequestWithContext(context.Background(), http.MethodDelete, fake.CameraManagerLogoutURL(), nil)
 		require.NoError(t, err)
 		req.Header.Set("Authorization", "Bearer "+token)
 		resp, err := c.Do(req)

@@ -10,6 +10,8 @@ import (
 
 // MapsIndoors' endpoints: the IdentityServer-style token endpoint and the
 // clientcredentials API that manages the client's secrets.
+//
+//nolint:gosec // G101: endpoint names (method and path), not credentials.
 const (
 	EndpointToken        Endpoint = "POST /connect/token"
 	EndpointListSecrets  Endpoint = "GET /api/clientcredentials"

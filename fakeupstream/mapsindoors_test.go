@@ -1,6 +1,7 @@
 package fakeupstream_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -60,7 +61,7 @@ func TestClientCredentialsAPI_BearerCustomerAndLifecycle(t *testing.T) {
 	bearer := "Bearer " + tok["access_token"].(string)
 
 	call := func(method, query, auth string) (int, []byte) {
-		req, err := http.NewRequest(method, fake.RotationURL()+"?"+query, nil)
+		req, err := http.NewRequestWithContext(context.Background(), method, fake.RotationURL()+"?"+query, nil)
 		require.NoError(t, err)
 		if auth != "" {
 			req.Header.Set("Authorization", auth)

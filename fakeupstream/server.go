@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -93,16 +94,45 @@ type Credentials struct {
 	CameraManagerKeySecret string
 }
 
-// Fault changes how the fake answers requests to one endpoint.
+// Fault changes how the fake answers requests to one endpoint. At most one
+// of DropAfterProcessing, Redirect, BodyBytes, Malformed, Body and Status
+// decides the answer, in that order; with none of them the endpoint
+// answers as it normally does (after Delay, with RetryAfter).
 type Fault struct {
 	// Status, when set, answers with this HTTP status and an OAuth2 error
-	// body with Code (default "server_error").
-	Status int
-	Code   string
+	// body with Code (default "server_error") and Description (default
+	// "injected fault"). Code and Description go out as they are, of any
+	// length or content, as a misbehaving server might send them.
+	Status      int
+	Code        string
+	Description string
 	// Body, when set, is sent as is (with Status, or 200).
 	Body string
 	// Malformed answers 200 with a body that is not JSON.
 	Malformed bool
+	// BodyBytes, when > 0, answers with Status (or 200) and a JSON object
+	// of this many bytes that holds nothing but padding, as a server that
+	// sends something other than a token answer.
+	BodyBytes int
+	// Redirect, when set, answers with Status (or 307 Temporary Redirect,
+	// which keeps the method and the body) and this Location.
+	Redirect string
+	// RetryAfter, when set, goes out as the Retry-After header with
+	// whatever answer the fault or the endpoint gives: delay-seconds
+	// ("30") or an HTTP date (time.Now().Add(d).UTC().Format(http.TimeFormat)).
+	RetryAfter string
+	// DropAfterProcessing serves the request as normal, so whatever it
+	// changes is changed (a secret created, a token issued), throws the
+	// answer away and drops the connection: the client sees a network
+	// error for a request that took effect, as after a crash or a cut
+	// line between the server's commit and its answer.
+	DropAfterProcessing bool
+	// Then, when set, is called once the fault has applied: after the
+	// answer was written, or, with DropAfterProcessing, after the request
+	// was served and just before the connection drops. It runs on the
+	// request's goroutine, outside the fake's lock, so a test can use it
+	// to act at that exact point (crash a backend, cancel a context).
+	Then func()
 	// Delay waits this long first (or until the client gives up), then
 	// answers as the other fields say, or normally when none is set.
 	Delay time.Duration
@@ -161,7 +191,7 @@ func Start(opts Options) (*Server, error) {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -393,9 +423,7 @@ func (s *Server) route(h handler, endpoints ...Endpoint) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		for _, ep := range endpoints {
 			if ep.method() == r.Method {
-				if s.begin(ep, w, r) {
-					h(s, ep, w, r)
-				}
+				s.serve(ep, h, w, r)
 				return
 			}
 		}
@@ -403,9 +431,72 @@ func (s *Server) route(h handler, endpoints ...Endpoint) http.HandlerFunc {
 	}
 }
 
-// begin counts a request, runs the hook and applies any fault. It returns
-// false when the fault has answered.
-func (s *Server) begin(ep Endpoint, w http.ResponseWriter, r *http.Request) bool {
+// serve counts a request, runs the hook, and answers it with h or as its
+// fault says.
+func (s *Server) serve(ep Endpoint, h handler, w http.ResponseWriter, r *http.Request) {
+	active := s.begin(ep, r)
+	if active == nil {
+		h(s, ep, w, r)
+		return
+	}
+	if active.Then != nil {
+		// Deferred, so it also runs while the abort of a dropped
+		// connection unwinds.
+		defer active.Then()
+	}
+	if active.Delay > 0 {
+		select {
+		case <-time.After(active.Delay):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if active.RetryAfter != "" {
+		w.Header().Set("Retry-After", active.RetryAfter)
+	}
+	status := func(def int) int {
+		if active.Status != 0 {
+			return active.Status
+		}
+		return def
+	}
+	switch {
+	case active.DropAfterProcessing:
+		h(s, ep, discardWriter{header: http.Header{}}, r)
+		// net/http closes the connection without an answer and logs
+		// nothing for this panic.
+		panic(http.ErrAbortHandler)
+	case active.Redirect != "":
+		w.Header().Set("Location", active.Redirect)
+		w.WriteHeader(status(http.StatusTemporaryRedirect))
+	case active.BodyBytes > 0:
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status(http.StatusOK))
+		writePadding(w, active.BodyBytes)
+	case active.Malformed:
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"access_token": "unterminated`))
+	case active.Body != "":
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status(http.StatusOK))
+		_, _ = w.Write([]byte(active.Body))
+	case active.Status != 0:
+		code, description := active.Code, active.Description
+		if code == "" {
+			code = "server_error"
+		}
+		if description == "" {
+			description = "injected fault"
+		}
+		writeOAuthError(w, active.Status, code, description)
+	default:
+		h(s, ep, w, r)
+	}
+}
+
+// begin counts a request, runs the hook and returns the fault that
+// applies to it, if any.
+func (s *Server) begin(ep Endpoint, r *http.Request) *Fault {
 	s.mu.Lock()
 	s.hits[ep]++
 	hook := s.hook
@@ -433,39 +524,29 @@ func (s *Server) begin(ep Endpoint, w http.ResponseWriter, r *http.Request) bool
 	if hook != nil {
 		hook(ep, r)
 	}
-	if active == nil {
-		return true
-	}
-	if active.Delay > 0 {
-		select {
-		case <-time.After(active.Delay):
-		case <-r.Context().Done():
-			return false
-		}
-	}
-	switch {
-	case active.Malformed:
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"access_token": "unterminated`))
-	case active.Body != "":
-		w.Header().Set("Content-Type", "application/json")
-		status := active.Status
-		if status == 0 {
-			status = http.StatusOK
-		}
-		w.WriteHeader(status)
-		_, _ = w.Write([]byte(active.Body))
-	case active.Status != 0:
-		code := active.Code
-		if code == "" {
-			code = "server_error"
-		}
-		writeOAuthError(w, active.Status, code, "injected fault")
-	default:
-		return true
-	}
-	return false
+	return active
 }
+
+// writePadding writes a JSON object of n bytes (or the smallest one, when
+// n is less) in pieces, so a fake asked for megabytes never holds them.
+func writePadding(w http.ResponseWriter, n int) {
+	const head, tail = `{"padding":"`, `"}`
+	_, _ = io.WriteString(w, head)
+	chunk := strings.Repeat("x", 32<<10)
+	for left := n - len(head) - len(tail); left > 0; left -= len(chunk) {
+		if _, err := io.WriteString(w, chunk[:min(left, len(chunk))]); err != nil {
+			return // the client stopped reading
+		}
+	}
+	_, _ = io.WriteString(w, tail)
+}
+
+// discardWriter takes a handler's answer and throws it away.
+type discardWriter struct{ header http.Header }
+
+func (d discardWriter) Header() http.Header         { return d.header }
+func (d discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (d discardWriter) WriteHeader(int)             {}
 
 func (s *Server) unexpectedRequest(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()

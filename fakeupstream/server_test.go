@@ -1,13 +1,16 @@
 package fakeupstream_test
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,7 +37,7 @@ func start(t *testing.T, opts fakeupstream.Options) *fakeupstream.Server {
 
 func post(t *testing.T, c *http.Client, u string, form url.Values, basicUser, basicPass string) (int, map[string]any) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, u, strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, u, strings.NewReader(form.Encode()))
 	require.NoError(t, err)
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	if basicUser != "" {
@@ -188,4 +191,143 @@ func TestPluginConfig_UnknownProviderPanicsNamingTheKnownOnes(t *testing.T) {
 	}()
 	fake.PluginConfig("azure")
 	t.Fatal("PluginConfig returned for a provider the fake does not serve")
+}
+
+// TestFaults_Kinds checks each kind of answer a fault can give, against
+// the token endpoint and the clientcredentials API.
+func TestFaults_Kinds(t *testing.T) {
+	date := time.Now().Add(time.Minute).UTC().Format(http.TimeFormat)
+	longCode := strings.Repeat("c", 100<<10)
+	cases := []struct {
+		name  string
+		fault fakeupstream.Fault
+		check func(t *testing.T, resp *http.Response, body []byte)
+	}{
+		{"retry after in seconds", fakeupstream.Fault{Status: 429, Code: "slow_down", RetryAfter: "30"},
+			func(t *testing.T, resp *http.Response, body []byte) {
+				require.Equal(t, 429, resp.StatusCode)
+				require.Equal(t, "30", resp.Header.Get("Retry-After"))
+				require.JSONEq(t, `{"error":"slow_down","error_description":"injected fault"}`, string(body))
+			}},
+		{"retry after as a date", fakeupstream.Fault{Status: 503, RetryAfter: date},
+			func(t *testing.T, resp *http.Response, _ []byte) {
+				require.Equal(t, 503, resp.StatusCode)
+				require.Equal(t, date, resp.Header.Get("Retry-After"))
+			}},
+		{"retry after on a normal answer", fakeupstream.Fault{RetryAfter: "5"},
+			func(t *testing.T, resp *http.Response, body []byte) {
+				require.Equal(t, 200, resp.StatusCode)
+				require.Equal(t, "5", resp.Header.Get("Retry-After"))
+				require.Contains(t, string(body), "access_token")
+			}},
+		{"an error code of any length and content", fakeupstream.Fault{Status: 400, Code: longCode, Description: "quote \" and \\ and \n"},
+			func(t *testing.T, resp *http.Response, body []byte) {
+				require.Equal(t, 400, resp.StatusCode)
+				var got map[string]string
+				require.NoError(t, json.Unmarshal(body, &got))
+				require.Equal(t, longCode, got["error"])
+				require.Equal(t, "quote \" and \\ and \n", got["error_description"])
+			}},
+		{"a huge body", fakeupstream.Fault{BodyBytes: 3 << 20},
+			func(t *testing.T, resp *http.Response, body []byte) {
+				require.Equal(t, 200, resp.StatusCode)
+				require.Len(t, body, 3<<20)
+				require.True(t, json.Valid(body))
+			}},
+		{"a huge error body", fakeupstream.Fault{Status: 500, BodyBytes: 10},
+			func(t *testing.T, resp *http.Response, body []byte) {
+				require.Equal(t, 500, resp.StatusCode)
+				require.JSONEq(t, `{"padding":""}`, string(body), "never less than a JSON object")
+			}},
+		{"a redirect", fakeupstream.Fault{Redirect: "https://elsewhere.example/token"},
+			func(t *testing.T, resp *http.Response, _ []byte) {
+				require.Equal(t, http.StatusTemporaryRedirect, resp.StatusCode)
+				require.Equal(t, "https://elsewhere.example/token", resp.Header.Get("Location"))
+			}},
+		{"a redirect with its own status", fakeupstream.Fault{Redirect: "/elsewhere", Status: 302},
+			func(t *testing.T, resp *http.Response, _ []byte) {
+				require.Equal(t, 302, resp.StatusCode)
+				require.Equal(t, "/elsewhere", resp.Header.Get("Location"))
+			}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := start(t, fakeupstream.Options{})
+			c := client(t, fake)
+			c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+			cr := fake.Credentials()
+			var then atomic.Int32
+			tc.fault.Then = func() { then.Add(1) }
+			fake.InjectFault(fakeupstream.EndpointToken, tc.fault)
+
+			form := url.Values{"grant_type": {"client_credentials"}, "client_id": {cr.ClientID}, "client_secret": {cr.ClientSecret}}
+			req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, fake.TokenURL(), strings.NewReader(form.Encode()))
+			require.NoError(t, err)
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			resp, err := c.Do(req)
+			require.NoError(t, err)
+			body, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			require.NoError(t, resp.Body.Close())
+			tc.check(t, resp, body)
+			require.Equal(t, int32(1), then.Load(), "Then runs once, when the fault applied")
+
+			status, _ := post(t, c, fake.TokenURL(), form, "", "")
+			require.Equal(t, 200, status, "the fault is used up")
+			require.Equal(t, int32(1), then.Load())
+			require.Empty(t, fake.Unexpected())
+		})
+	}
+}
+
+// A create dropped after processing made a secret the client never saw,
+// which is what rotation's crash tests need.
+func TestFaults_DropAfterProcessing(t *testing.T) {
+	fake := start(t, fakeupstream.Options{})
+	c := client(t, fake)
+	cr := fake.Credentials()
+	_, tok := post(t, c, fake.TokenURL(), url.Values{"grant_type": {"client_credentials"}, "client_id": {cr.ClientID}, "client_secret": {cr.ClientSecret}}, "", "")
+	var secretsAtThen atomic.Int32
+	fake.InjectFault(fakeupstream.EndpointCreateSecret, fakeupstream.Fault{
+		DropAfterProcessing: true,
+		Then:                func() { secretsAtThen.Store(int32(len(fake.Secrets()))) }, //nolint:gosec // G115: a handful of secrets
+	})
+
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, fake.RotationURL()+"?customerId="+cr.CustomerID+"&description=lost", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+tok["access_token"].(string))
+	resp, err := c.Do(req)
+	if err == nil {
+		_ = resp.Body.Close()
+	}
+	require.Error(t, err, "the client gets no answer")
+	require.Equal(t, int32(2), secretsAtThen.Load(), "Then runs after the request took effect")
+	secrets := fake.Secrets()
+	require.Len(t, secrets, 2, "but the secret was created")
+	require.Equal(t, "lost", secrets[1].Description)
+	require.Equal(t, 1, fake.Hits(fakeupstream.EndpointCreateSecret))
+	require.Empty(t, fake.Unexpected())
+}
+
+// A client that gives up during a Delay still sees Then called, so a test
+// waiting on it is never stuck.
+func TestFaults_ThenRunsWhenTheClientGivesUp(t *testing.T) {
+	fake := start(t, fakeupstream.Options{})
+	c := client(t, fake)
+	c.Timeout = 50 * time.Millisecond
+	done := make(chan struct{})
+	fake.InjectFault(fakeupstream.EndpointToken, fakeupstream.Fault{Delay: time.Minute, Then: func() { close(done) }})
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, fake.TokenURL(), strings.NewReader(""))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := c.Do(req)
+	if err == nil {
+		_ = resp.Body.Close()
+	}
+	require.Error(t, err)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Then was not called")
+	}
 }

@@ -219,7 +219,7 @@ func (t *assertionTransport) CloseIdleConnections() {
 //
 // A server may echo what it was sent; an assertion is a credential until
 // its exp, so anything shaped like one is taken out of the error's text.
-func (c *HTTPClient) explainRefusedAssertion(ctx context.Context, e *Error) {
+func (c *HTTPClient) explainRefusedAssertion(e *Error) {
 	if c.cfg.AuthMethod != AuthPrivateKeyJWT {
 		return
 	}
@@ -229,7 +229,8 @@ func (c *HTTPClient) explainRefusedAssertion(ctx context.Context, e *Error) {
 		return
 	}
 	key := "its current signing key"
-	if k, err := c.cfg.Signer.SigningKey(ctx); err == nil {
+	// The key in memory; the call's own context may be spent by now.
+	if k, err := c.cfg.Signer.SigningKey(context.Background()); err == nil {
 		key = fmt.Sprintf("the key with kid %q (alg %s)", k.KeyID, k.Algorithm)
 	}
 	e.Hint = fmt.Sprintf("with private_key_jwt the server checks the client assertion, not a secret: check that it has %s "+

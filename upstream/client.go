@@ -4,6 +4,7 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,15 +13,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/go-cleanhttp"
-	"golang.org/x/oauth2"
-	"golang.org/x/oauth2/clientcredentials"
 )
 
 // GrantType is the OAuth2 grant used to get a token.
@@ -57,7 +56,8 @@ const (
 // AuthMethods lists every AuthMethod, for messages.
 var AuthMethods = []AuthMethod{AuthClientSecretPost, AuthClientSecretBasic, AuthClientSecretBasicRaw, AuthPrivateKeyJWT}
 
-// DefaultTimeout bounds one upstream HTTP exchange when Config.Timeout is 0.
+// DefaultTimeout bounds one attempt at an upstream HTTP exchange (its
+// answer's body read too) when Config.Timeout is 0.
 const DefaultTimeout = 30 * time.Second
 
 // maxBodyBytes bounds what is read of any upstream answer. Token answers
@@ -88,6 +88,22 @@ type Config struct {
 	CACertPEM string
 	Timeout   time.Duration
 
+	// MaxAttempts is how many times an exchange that is safe to repeat (a
+	// token request, a list) is tried while the upstream answers 429 or
+	// 5xx, or the connection fails without an answer: 0 or 1 tries once,
+	// and at most MaxAttemptsLimit. Creates, deletes and logouts are tried
+	// once whatever it says. RetryBackoff is the first wait between
+	// attempts, doubled for each further one, with jitter;
+	// DefaultRetryBackoff when 0.
+	MaxAttempts  int
+	RetryBackoff time.Duration
+
+	// DefaultTokenLifetime, when > 0, is how long a token lives whose
+	// answer has no expires_in (RFC 6749 §5.1 makes it optional: the
+	// server documents the lifetime instead). When 0, such an answer is
+	// refused, as no lease can be sized for its token.
+	DefaultTokenLifetime time.Duration
+
 	// Signer signs the client assertions of AuthPrivateKeyJWT; their aud
 	// is AssertionAudience, or TokenURL when that is empty.
 	Signer            AssertionSigner
@@ -101,7 +117,8 @@ type Token struct {
 	Scope        string
 	RefreshToken string
 	// IssuedAt is when the answer arrived; ExpiresAt is IssuedAt plus
-	// expires_in, so both are on this machine's clock.
+	// expires_in (or Config.DefaultTokenLifetime when the answer has none,
+	// and at most MaxTokenLifetime), so both are on this machine's clock.
 	IssuedAt  time.Time
 	ExpiresAt time.Time
 }
@@ -111,12 +128,77 @@ func (t *Token) Lifetime() time.Duration { return t.ExpiresAt.Sub(t.IssuedAt) }
 
 // ClientSecret is one secret of the clientcredentials API. Secret is set
 // only in the answer to a create: the upstream does not store it.
+// CreatedAt is zero when the answer's time could not be read.
 type ClientSecret struct {
 	ID          string    `json:"id"`
 	Description string    `json:"description"`
 	ClientID    string    `json:"client_id,omitempty"`
 	CreatedAt   time.Time `json:"createdAt"`
 	Secret      string    `json:"secret,omitempty"`
+}
+
+// UnmarshalJSON reads a secret leniently. The answer to a create is the
+// only time the API shows the new secret's value, so nothing merely
+// informational in it (a time in another format, a numeric id, a field
+// named created_at) may fail the decoding and lose that value.
+func (s *ClientSecret) UnmarshalJSON(data []byte) error {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil {
+		return err
+	}
+	field := func(names ...string) json.RawMessage {
+		for _, name := range names {
+			if v, ok := fields[name]; ok {
+				return v
+			}
+		}
+		// encoding/json matches names without regard to case; so does this.
+		for _, name := range names {
+			for k, v := range fields {
+				if strings.EqualFold(k, name) {
+					return v
+				}
+			}
+		}
+		return nil
+	}
+	*s = ClientSecret{
+		ID:          lenientText(field("id")),
+		Description: lenientText(field("description")),
+		ClientID:    lenientText(field("client_id", "clientId")),
+		CreatedAt:   lenientTime(field("createdAt", "created_at")),
+		Secret:      lenientText(field("secret")),
+	}
+	return nil
+}
+
+// lenientText is a JSON string, or a number as it was written, else "".
+func lenientText(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var n json.Number
+	if json.Unmarshal(raw, &n) == nil {
+		return n.String()
+	}
+	return ""
+}
+
+// lenientTime reads RFC 3339 with or without a fraction, or without a
+// zone (taken as UTC, as .NET writes a UTC time it does not mark); else
+// it is the zero time.
+func lenientTime(raw json.RawMessage) time.Time {
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return time.Time{}
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999"} {
+		if t, err := time.Parse(layout, strings.TrimSpace(s)); err == nil {
+			return t
+		}
+	}
+	return time.Time{}
 }
 
 // TokenRequest asks for a token with these scopes; Params are extra form
@@ -159,7 +241,7 @@ type HTTPClient struct {
 var _ Client = (*HTTPClient)(nil)
 
 // New checks cfg and builds a client with its own pooled transport that
-// trusts cfg.CACertPEM, follows no redirects and bounds every exchange.
+// trusts cfg.CACertPEM, follows no redirects and bounds every attempt.
 func New(cfg Config) (*HTTPClient, error) {
 	if cfg.TokenURL == "" {
 		return nil, errors.New("no token URL")
@@ -177,11 +259,14 @@ func New(cfg Config) (*HTTPClient, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
-	hc, err := newHTTPClient(cfg.CACertPEM, cfg.Timeout)
+	cfg.DefaultTokenLifetime = min(max(cfg.DefaultTokenLifetime, 0), MaxTokenLifetime)
+	cfg.MaxAttempts = min(max(cfg.MaxAttempts, 1), MaxAttemptsLimit)
+	hc, err := newHTTPClient(cfg.CACertPEM)
 	if err != nil {
 		return nil, err
 	}
 	if cfg.AuthMethod == AuthPrivateKeyJWT {
+		// Under each call's retries, so every attempt signs anew.
 		if hc, err = withAssertions(hc, cfg); err != nil {
 			return nil, err
 		}
@@ -189,7 +274,9 @@ func New(cfg Config) (*HTTPClient, error) {
 	return &HTTPClient{cfg: cfg, http: hc}, nil
 }
 
-func newHTTPClient(caPEM string, timeout time.Duration) (*http.Client, error) {
+// newHTTPClient is the pooled transport and the redirect rule every call
+// shares; each call's exchange bounds its attempts by Config.Timeout.
+func newHTTPClient(caPEM string) (*http.Client, error) {
 	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
 	if caPEM != "" {
 		pool, err := CertPool(caPEM)
@@ -202,7 +289,6 @@ func newHTTPClient(caPEM string, timeout time.Duration) (*http.Client, error) {
 	transport.TLSClientConfig = tlsConfig
 	return &http.Client{
 		Transport: &acceptJSONTransport{base: transport},
-		Timeout:   timeout,
 		// A redirect could carry the form body, and with it a secret, to
 		// another host: hand the 3xx back as an answer, which is an error.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -226,7 +312,7 @@ func CertPool(caPEM string) (*x509.CertPool, error) {
 		}
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("certificate %d does not parse: %v", n+1, err)
+			return nil, fmt.Errorf("certificate %d does not parse: %w", n+1, err)
 		}
 		pool.AddCert(cert)
 		n++
@@ -238,161 +324,6 @@ func CertPool(caPEM string) (*x509.CertPool, error) {
 		return nil, errors.New("it holds no PEM certificate")
 	}
 	return pool, nil
-}
-
-// Token gets a new access token with the configured grant.
-func (c *HTTPClient) Token(ctx context.Context, req TokenRequest) (*Token, error) {
-	ctx, clientID, clientSecret, style := c.tokenContext(ctx, req, c.cfg.GrantType == GrantPassword)
-	var (
-		tok *oauth2.Token
-		err error
-	)
-	switch c.cfg.GrantType {
-	case GrantClientCredentials:
-		cc := clientcredentials.Config{
-			ClientID:       clientID,
-			ClientSecret:   clientSecret,
-			TokenURL:       c.cfg.TokenURL,
-			Scopes:         req.Scopes,
-			EndpointParams: req.Params,
-			AuthStyle:      style,
-		}
-		tok, err = cc.Token(ctx)
-	case GrantPassword:
-		tok, err = c.oauth2Config(clientID, clientSecret, style, req).PasswordCredentialsToken(ctx, c.cfg.Username, c.cfg.Password)
-	}
-	arrived := time.Now()
-	if err != nil {
-		return nil, c.tokenError(ctx, "token request", err)
-	}
-	return c.toToken(tok, req.Scopes, arrived)
-}
-
-// Refresh gets a new access token with a refresh token (RFC 6749 §6).
-func (c *HTTPClient) Refresh(ctx context.Context, refreshToken string, req TokenRequest) (*Token, error) {
-	// x/oauth2 sends no scope with a refresh; CameraManager's page does.
-	params := url.Values{}
-	for k, v := range req.Params {
-		params[k] = v
-	}
-	if len(req.Scopes) > 0 {
-		params.Set("scope", strings.Join(req.Scopes, " "))
-	}
-	req.Params = params
-	ctx, clientID, clientSecret, style := c.tokenContext(ctx, req, true)
-	// An expired token makes x/oauth2's TokenSource refresh at once.
-	expired := &oauth2.Token{RefreshToken: refreshToken, Expiry: time.Now().Add(-time.Hour)}
-	tok, err := c.oauth2Config(clientID, clientSecret, style, req).TokenSource(ctx, expired).Token()
-	arrived := time.Now()
-	if err != nil {
-		return nil, c.tokenError(ctx, "token refresh", err)
-	}
-	return c.toToken(tok, req.Scopes, arrived)
-}
-
-func (c *HTTPClient) oauth2Config(clientID, clientSecret string, style oauth2.AuthStyle, req TokenRequest) *oauth2.Config {
-	return &oauth2.Config{
-		ClientID:     clientID,
-		ClientSecret: clientSecret,
-		Endpoint:     oauth2.Endpoint{TokenURL: c.cfg.TokenURL, AuthStyle: style},
-		Scopes:       req.Scopes,
-	}
-}
-
-// tokenContext carries the HTTP client for one token request, and says how
-// x/oauth2 is to send the client's credentials. x/oauth2 form-encodes
-// Basic credentials and takes no extra parameters for the password and
-// refresh grants; a wrapped transport does both instead.
-func (c *HTTPClient) tokenContext(ctx context.Context, req TokenRequest, paramsByTransport bool) (context.Context, string, string, oauth2.AuthStyle) {
-	hc := c.http
-	clientID, clientSecret, style := c.cfg.ClientID, c.cfg.ClientSecret, oauth2.AuthStyleInParams
-	wrap := func(rt func(http.RoundTripper) http.RoundTripper) {
-		cp := *hc
-		cp.Transport = rt(hc.Transport)
-		hc = &cp
-	}
-	switch c.cfg.AuthMethod {
-	case AuthClientSecretBasic:
-		style = oauth2.AuthStyleInHeader
-	case AuthClientSecretBasicRaw:
-		id, secret := clientID, clientSecret
-		wrap(func(base http.RoundTripper) http.RoundTripper {
-			return &rawBasicTransport{base: base, user: id, pass: secret}
-		})
-		// Nothing for x/oauth2 to put in the body.
-		clientID, clientSecret = "", ""
-	}
-	if len(req.Params) > 0 && paramsByTransport {
-		wrap(func(base http.RoundTripper) http.RoundTripper {
-			return &formParamsTransport{base: base, params: req.Params}
-		})
-	}
-	return context.WithValue(ctx, oauth2.HTTPClient, hc), clientID, clientSecret, style
-}
-
-func (c *HTTPClient) toToken(tok *oauth2.Token, requested []string, arrived time.Time) (*Token, error) {
-	expiresIn := expiresInSeconds(tok.Extra("expires_in"))
-	if expiresIn <= 0 {
-		return nil, &Error{Op: "token request", URL: redactURL(c.cfg.TokenURL), StatusCode: http.StatusOK,
-			Description: "the answer has no positive expires_in, so no lease can be sized for the token"}
-	}
-	scope, _ := tok.Extra("scope").(string)
-	scope = strings.Join(strings.Fields(scope), " ")
-	if scope == "" {
-		// RFC 6749 §5.1: an omitted scope is the scope that was asked for.
-		scope = strings.Join(requested, " ")
-	}
-	tokenType := tok.TokenType
-	if tokenType == "" {
-		tokenType = "Bearer"
-	}
-	return &Token{
-		AccessToken:  tok.AccessToken,
-		TokenType:    tokenType,
-		Scope:        scope,
-		RefreshToken: tok.RefreshToken,
-		IssuedAt:     arrived,
-		ExpiresAt:    arrived.Add(time.Duration(expiresIn) * time.Second),
-	}, nil
-}
-
-// expiresInSeconds reads expires_in as x/oauth2 keeps it: a float64 or a
-// string from a JSON answer (some servers send a string), an int64 from a
-// form-encoded one.
-func expiresInSeconds(v any) int64 {
-	switch n := v.(type) {
-	case int64:
-		return n
-	case float64:
-		return int64(n)
-	case json.Number:
-		i, _ := n.Int64()
-		return i
-	case string:
-		i, _ := strconv.ParseInt(strings.TrimSpace(n), 10, 64)
-		return i
-	}
-	return 0
-}
-
-// tokenError turns what x/oauth2 returns into an Error that names the
-// status and OAuth2 error code but never echoes the body, which could
-// hold anything.
-func (c *HTTPClient) tokenError(ctx context.Context, op string, err error) error {
-	e := &Error{Op: op, URL: redactURL(c.cfg.TokenURL)}
-	var re *oauth2.RetrieveError
-	switch {
-	case errors.As(err, &re):
-		if re.Response != nil {
-			e.StatusCode = re.Response.StatusCode
-		}
-		e.Code = re.ErrorCode
-		e.Description = c.redact(re.ErrorDescription)
-	default:
-		e.Err = unwrapURLError(err)
-	}
-	c.explainRefusedAssertion(ctx, e)
-	return e
 }
 
 // CreateClientSecret logs in with the current secret and creates a new
@@ -428,10 +359,15 @@ func (c *HTTPClient) ListClientSecrets(ctx context.Context) ([]ClientSecret, err
 	if err := c.manage(ctx, http.MethodGet, "list client secrets", q, &list); err != nil {
 		return nil, err
 	}
-	for i := range list {
-		list[i].Secret = "" // never carry a value the API should not have sent
+	out := list[:0]
+	for _, s := range list {
+		if s.ID == "" {
+			continue // nothing can be done with a secret that has no id
+		}
+		s.Secret = "" // never carry a value the API should not have sent
+		out = append(out, s)
 	}
-	return list, nil
+	return out, nil
 }
 
 // manage makes one bearer-authenticated call to the clientcredentials API
@@ -457,43 +393,45 @@ func (c *HTTPClient) manage(ctx context.Context, method, op string, query url.Va
 	}
 	u.RawQuery = q.Encode()
 
-	var body io.Reader
+	var body string
 	if method == http.MethodPost {
 		// The vendor's page shows the client credentials form sent along
 		// with a create; the bearer token is what authorizes it.
-		body = strings.NewReader(url.Values{
+		body = url.Values{
 			"grant_type":    {string(GrantClientCredentials)},
 			"client_id":     {c.cfg.ClientID},
 			"client_secret": {c.cfg.ClientSecret},
-		}.Encode())
+		}.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	// Only a GET is repeated: a create tried again after it took effect
+	// makes a second secret, and a delete tried again answers 404.
+	x := c.newExchange(method == http.MethodGet)
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), strings.NewReader(body))
 	if err != nil {
 		return &Error{Op: op, URL: redactURL(c.cfg.RotationURL), Err: err}
 	}
-	if body != nil {
+	if body != "" {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
-
-	resp, err := c.http.Do(req)
+	e := &Error{Op: op, URL: redactURL(c.cfg.RotationURL)}
+	resp, err := x.client(x).Do(req)
 	if err != nil {
-		return &Error{Op: op, URL: redactURL(c.cfg.RotationURL), Err: unwrapURLError(err)}
+		x.fill(e)
+		e.Err = c.redactor(tok.AccessToken).err(unwrapURLError(err))
+		return e
 	}
 	defer resp.Body.Close()
 	data, err := readBounded(resp.Body)
+	x.fill(e)
 	if err != nil {
-		return &Error{Op: op, URL: redactURL(c.cfg.RotationURL), StatusCode: resp.StatusCode, Err: err}
+		e.Err = c.redactor(tok.AccessToken).err(err)
+		return e
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		e := &Error{Op: op, URL: redactURL(c.cfg.RotationURL), StatusCode: resp.StatusCode}
-		var oe struct {
-			Error       string `json:"error"`
-			Description string `json:"error_description"`
-		}
-		if json.Unmarshal(data, &oe) == nil {
-			e.Code, e.Description = oe.Error, c.redact(oe.Description)
+		if code, description, ok := apiError(resp.Header.Get("Content-Type"), data); ok {
+			e.setOAuth2Error(c.redactor(tok.AccessToken), code, description)
 		}
 		return e
 	}
@@ -501,16 +439,41 @@ func (c *HTTPClient) manage(ctx context.Context, method, op string, query url.Va
 		return nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return &Error{Op: op, URL: redactURL(c.cfg.RotationURL), StatusCode: resp.StatusCode,
-			Description: "the answer is not the JSON the API documents"}
+		e.Description = "the answer is not the JSON the API documents"
+		return e
 	}
 	return nil
 }
 
+// apiError reads the OAuth2 error (RFC 6749 §5.2) of a failed call to the
+// clientcredentials API: a JSON object, whatever the content type says,
+// or a form when it says so. ok is false for anything else; a field that
+// is not a string is left empty.
+func apiError(contentType string, body []byte) (code, description string, ok bool) {
+	if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && trimmed[0] == '{' {
+		var fields map[string]any
+		if json.Unmarshal(trimmed, &fields) != nil {
+			return "", "", false
+		}
+		code, _ = fields["error"].(string)
+		description, _ = fields["error_description"].(string)
+		return code, description, true
+	}
+	media, _, _ := mime.ParseMediaType(contentType)
+	if media != "application/x-www-form-urlencoded" && media != "text/plain" {
+		return "", "", false
+	}
+	vals, err := url.ParseQuery(string(body))
+	if err != nil {
+		return "", "", false
+	}
+	return vals.Get("error"), vals.Get("error_description"), true
+}
+
 // Logout revokes an access token at the revocation URL: by RFC 7009 where
 // that is the style (revoke.go), otherwise with a DELETE authorized by the
-// token itself. A 401 to the DELETE means the token is already gone, which
-// is what a logout wants.
+// token itself, where a 401 means the token is already gone, which is what
+// a logout wants. It is tried once: Vault retries a revocation that failed.
 func (c *HTTPClient) Logout(ctx context.Context, accessToken string) error {
 	const op = "logout"
 	if c.cfg.RevocationURL == "" {
@@ -519,21 +482,26 @@ func (c *HTTPClient) Logout(ctx context.Context, accessToken string) error {
 	if c.cfg.RevocationStyle == RevocationRFC7009 {
 		return c.revokeRFC7009(ctx, accessToken)
 	}
+	x := c.newExchange(false)
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, c.cfg.RevocationURL, nil)
 	if err != nil {
 		return &Error{Op: op, URL: redactURL(c.cfg.RevocationURL), Err: err}
 	}
 	req.Header.Set("Authorization", "Bearer "+accessToken)
-	resp, err := c.http.Do(req)
+	e := &Error{Op: op, URL: redactURL(c.cfg.RevocationURL)}
+	resp, err := x.client(x).Do(req)
 	if err != nil {
-		return &Error{Op: op, URL: redactURL(c.cfg.RevocationURL), Err: unwrapURLError(err)}
+		x.fill(e)
+		e.Err = c.redactor(accessToken).err(unwrapURLError(err))
+		return e
 	}
 	defer resp.Body.Close()
-	_, _ = readBounded(resp.Body)
+	_, _ = readBounded(resp.Body) // so that the connection is reused
+	x.fill(e)
 	if resp.StatusCode/100 == 2 || resp.StatusCode == http.StatusUnauthorized {
 		return nil
 	}
-	return &Error{Op: op, URL: redactURL(c.cfg.RevocationURL), StatusCode: resp.StatusCode}
+	return e
 }
 
 // Close lets go of the client's pooled connections. A request still under
@@ -546,27 +514,13 @@ func readBounded(r io.Reader) ([]byte, error) {
 		return nil, err
 	}
 	if len(data) > maxBodyBytes {
-		return nil, fmt.Errorf("the answer is larger than %d bytes", maxBodyBytes)
+		return nil, ownError(fmt.Sprintf("the answer is larger than %d bytes", maxBodyBytes))
 	}
 	return data, nil
 }
 
-// redact removes every configured secret from text the upstream chose, in
-// case a server echoes what it was sent.
-func (c *HTTPClient) redact(s string) string {
-	for _, secret := range []string{c.cfg.ClientSecret, c.cfg.Password, c.cfg.Username} {
-		if secret != "" {
-			s = strings.ReplaceAll(s, secret, "[redacted]")
-		}
-	}
-	const maxLen = 300
-	if len(s) > maxLen {
-		s = s[:maxLen] + "…"
-	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-}
+// ownError is an error whose whole text this package wrote, so it holds
+// nothing the upstream chose and needs no redaction.
+type ownError string
+
+func (e ownError) Error() string { return string(e) }

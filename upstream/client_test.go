@@ -38,7 +38,7 @@ func recordingServer(t *testing.T, answer func(w http.ResponseWriter)) (*httptes
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"access_token":"tok","token_type":"bearer","expires_in":120,"scope":"a  b "}`)
+		_, _ = fmt.Fprint(w, `{"access_token":"tok","token_type":"bearer","expires_in":120,"scope":"a  b "}`)
 	}))
 	t.Cleanup(srv.Close)
 	return srv, last
@@ -115,7 +115,7 @@ func TestToken_AuthMethodsAndGrants(t *testing.T) {
 }
 
 func basic(user, pass string) string {
-	r, _ := http.NewRequest(http.MethodGet, "https://x", nil)
+	r, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, "https://x", nil)
 	r.SetBasicAuth(user, pass)
 	return strings.TrimPrefix(r.Header.Get("Authorization"), "Basic ")
 }
@@ -137,7 +137,7 @@ func TestToken_ExpiresInForms(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, _ := recordingServer(t, func(w http.ResponseWriter) {
 				w.Header().Set("Content-Type", tc.contentType)
-				fmt.Fprint(w, tc.body)
+				_, _ = fmt.Fprint(w, tc.body)
 			})
 			c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "s",
 				GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
@@ -170,7 +170,7 @@ func TestToken_RedirectIsNotFollowed(t *testing.T) {
 func TestToken_BodyIsBounded(t *testing.T) {
 	srv, _ := recordingServer(t, func(w http.ResponseWriter) {
 		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"access_token":"%s","expires_in":60}`, strings.Repeat("x", 2<<20))
+		_, _ = fmt.Fprintf(w, `{"access_token":"%s","expires_in":60}`, strings.Repeat("x", 2<<20))
 	})
 	c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "s",
 		GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
@@ -192,7 +192,7 @@ func TestToken_ErrorNeverEchoesSecrets(t *testing.T) {
 	srv, _ := recordingServer(t, func(w http.ResponseWriter) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusBadRequest)
-		fmt.Fprintf(w, `{"error":"invalid_client","error_description":"bad secret %s\n"}`, secret)
+		_, _ = fmt.Fprintf(w, `{"error":"invalid_client","error_description":"bad secret %s\n"}`, secret)
 	})
 	c := newClient(t, upstream.Config{TokenURL: srv.URL + "/token?tenant=x", CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: secret,
 		GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
@@ -290,7 +290,7 @@ func TestClientSecrets_BoundedAndChecked(t *testing.T) {
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/token" {
 			w.Header().Set("Content-Type", "application/json")
-			fmt.Fprint(w, `{"access_token":"t","expires_in":60}`)
+			_, _ = fmt.Fprint(w, `{"access_token":"t","expires_in":60}`)
 			return
 		}
 		require.Equal(t, "Bearer t", r.Header.Get("Authorization"))
@@ -361,4 +361,146 @@ func TestRefreshAndLogout_AgainstTheCameraManagerFake(t *testing.T) {
 	fake.InjectFault(fakeupstream.EndpointCameraManagerLogout, fakeupstream.Fault{Status: 503})
 	require.ErrorContains(t, c.Logout(ctx, login.AccessToken), "logout to "+fake.CameraManagerLogoutURL()+" failed: HTTP 503")
 	require.Empty(t, fake.Unexpected())
+}
+
+// The answer forms x/oauth2 reads: JSON under any content type but
+// text/plain and application/x-www-form-urlencoded, which it reads as a
+// form; nothing after the JSON object. What it cannot read is refused,
+// saying why.
+func TestToken_AnswerForms(t *testing.T) {
+	cases := []struct {
+		name, body, contentType string
+		wantErr                 string
+	}{
+		{"JSON as text/plain, which x/oauth2 reads as a form", `{"access_token":"t","expires_in":60}`, "text/plain",
+			"it is JSON sent as text/plain, which x/oauth2 reads as form-encoded"},
+		{"JSON with no content type", ` {"access_token":"t","expires_in":60}`, "", ""},
+		{"form as text/plain", `access_token=t&expires_in=60`, "text/plain; charset=utf-8", ""},
+		{"JSON and then more", `{"access_token":"t","expires_in":60} {}`, "application/json", "cannot parse"},
+		{"a JSON array", `[{"access_token":"t","expires_in":60}]`, "application/json", "cannot parse"},
+		{"HTML", `<html>maintenance</html>`, "text/html", "cannot parse"},
+		{"an error in a 200", `{"error":"invalid_scope","error_description":"no"}`, "application/json", `HTTP 200, OAuth2 error "invalid_scope": no`},
+		{"access_token not a string", `{"access_token":5,"expires_in":60}`, "application/json", "missing access_token"},
+		{"another field of the wrong type", `{"access_token":"t","expires_in":60,"token_type":5}`, "application/json",
+			"one of its fields is not of the type RFC 6749 §5.1 gives it"},
+		{"a form that does not parse", `access_token=t&expires_in=60&%zz`, "application/x-www-form-urlencoded", "not form-encoded"},
+		{"no access_token in a form", `expires_in=60`, "application/x-www-form-urlencoded", "missing access_token"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, _ := recordingServer(t, func(w http.ResponseWriter) {
+				w.Header().Set("Content-Type", tc.contentType)
+				_, _ = fmt.Fprint(w, tc.body)
+			})
+			c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "secret",
+				GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+			tok, err := c.Token(context.Background(), upstream.TokenRequest{})
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, "t", tok.AccessToken)
+			require.Equal(t, time.Minute, tok.Lifetime())
+		})
+	}
+}
+
+// RFC 6749 §6: a refresh answer without a refresh_token leaves the one
+// sent in force.
+func TestRefresh_KeepsTheRefreshTokenTheServerDidNotReplace(t *testing.T) {
+	srv, last := recordingServer(t, nil)
+	c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "secret",
+		GrantType: upstream.GrantPassword, AuthMethod: upstream.AuthClientSecretBasicRaw})
+	tok, err := c.Refresh(context.Background(), "rt-1", upstream.TokenRequest{Scopes: []string{"write"}, Params: url.Values{"refresh_token": {"other"}}})
+	require.NoError(t, err)
+	require.Equal(t, "rt-1", tok.RefreshToken)
+	require.Equal(t, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"rt-1"}, "scope": {"write"}}, last.Load().form,
+		"an extra parameter never replaces the grant's own")
+}
+
+// Extra parameters never replace the grant's own, with client credentials
+// (x/oauth2's EndpointParams, which would let grant_type be replaced and
+// refuse the request for a second scope) as with the other grants.
+func TestToken_ExtraParametersNeverReplaceTheGrants(t *testing.T) {
+	srv, last := recordingServer(t, nil)
+	c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "s",
+		GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+	_, err := c.Token(context.Background(), upstream.TokenRequest{Scopes: []string{"a"},
+		Params: url.Values{"grant_type": {"password"}, "scope": {"everything"}, "client_id": {"other"}, "audience": {"api"}}})
+	require.NoError(t, err)
+	require.Equal(t, url.Values{"grant_type": {"client_credentials"}, "scope": {"a"}, "client_id": {"id"}, "client_secret": {"s"},
+		"audience": {"api"}}, last.Load().form)
+}
+
+// x/oauth2's *RetrieveError keeps the whole answer in Body, and its text
+// prints it when there is no error code: an Error never carries either,
+// for any grant.
+func TestToken_ErrorNeverCarriesTheAnswerBody(t *testing.T) {
+	token := func(c *upstream.HTTPClient) error {
+		_, err := c.Token(context.Background(), upstream.TokenRequest{})
+		return err
+	}
+	grants := map[upstream.GrantType]func(c *upstream.HTTPClient) error{
+		upstream.GrantClientCredentials: token,
+		upstream.GrantPassword:          token,
+		"refresh_token": func(c *upstream.HTTPClient) error {
+			_, err := c.Refresh(context.Background(), "rt", upstream.TokenRequest{})
+			return err
+		},
+	}
+	answers := []struct {
+		name, contentType, body string
+		status                  int
+		want                    string
+	}{
+		{"HTML with no code", "text/html", "<html>internal detail</html>", http.StatusServiceUnavailable, "HTTP 503"},
+		{"JSON with a code", "application/json", `{"error":"invalid_grant","error_uri":"https://internal/detail","x":"internal detail"}`,
+			http.StatusBadRequest, `HTTP 400, OAuth2 error "invalid_grant"`},
+	}
+	for grant, call := range grants {
+		for _, a := range answers {
+			t.Run(string(grant)+"/"+a.name, func(t *testing.T) {
+				srv, _ := recordingServer(t, func(w http.ResponseWriter) {
+					w.Header().Set("Content-Type", a.contentType)
+					w.WriteHeader(a.status)
+					_, _ = io.WriteString(w, a.body)
+				})
+				cfg := upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "s",
+					GrantType: upstream.GrantPassword, Username: "me", Password: "pw", AuthMethod: upstream.AuthClientSecretBasic}
+				if grant == upstream.GrantClientCredentials {
+					cfg.GrantType = grant
+				}
+				err := call(newClient(t, cfg))
+				require.ErrorContains(t, err, a.want)
+				require.NotContains(t, err.Error(), "internal")
+				var ue *upstream.Error
+				require.ErrorAs(t, err, &ue)
+				require.Equal(t, a.status, ue.StatusCode)
+				require.Equal(t, 1, ue.Attempts)
+			})
+		}
+	}
+}
+
+// An answer cut short keeps its cause: x/oauth2 keeps only the text of
+// why reading it failed.
+func TestToken_AnswerCutShortKeepsItsCause(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	srv, _ := recordingServer(t, func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"access_token":"t",`)
+		w.(http.Flusher).Flush()
+		<-release
+	})
+	c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "s",
+		GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := c.Token(ctx, upstream.TokenRequest{})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	var ue *upstream.Error
+	require.ErrorAs(t, err, &ue)
+	require.Equal(t, http.StatusOK, ue.StatusCode)
 }

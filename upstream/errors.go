@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // Error is a failed upstream exchange. Its text names the operation, the
@@ -17,6 +18,11 @@ type Error struct {
 	Code        string
 	Description string
 	Err         error
+	// Attempts is how many times the exchange was tried.
+	Attempts int
+	// RetryAfter is how long the upstream asked to wait (its Retry-After
+	// header, from a 429 or 5xx), so a caller can hold off that long.
+	RetryAfter time.Duration
 	// Hint, when set, says what to check on the client's side: with
 	// private_key_jwt a refused client authentication is about the key
 	// registration, aud and alg (assertion.go).
@@ -31,6 +37,9 @@ func (e *Error) Error() string {
 		b.WriteString(e.URL)
 	}
 	b.WriteString(" failed")
+	if e.Attempts > 1 {
+		fmt.Fprintf(&b, " after %d attempts", e.Attempts)
+	}
 	if e.StatusCode != 0 {
 		fmt.Fprintf(&b, ": HTTP %d", e.StatusCode)
 	}
@@ -43,6 +52,9 @@ func (e *Error) Error() string {
 	if e.Err != nil {
 		fmt.Fprintf(&b, ": %v", e.Err)
 	}
+	if e.RetryAfter > 0 {
+		fmt.Fprintf(&b, "; retry after %s, as the upstream's Retry-After asks", e.RetryAfter.Round(time.Second))
+	}
 	if e.Hint != "" {
 		fmt.Fprintf(&b, "; %s", e.Hint)
 	}
@@ -50,6 +62,17 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// setOAuth2Error sets the code and description of an OAuth2 error answer
+// (RFC 6749 §5.2), with every credential out and both bounded. A code
+// that is not one RFC 6749 allows is dropped, and the description says so.
+func (e *Error) setOAuth2Error(r *redactor, code, description string) {
+	e.Description = r.text(description)
+	var valid bool
+	if e.Code, valid = r.code(code); !valid {
+		e.Description = strings.TrimSuffix("the answer's error code is not a valid OAuth2 error code; "+e.Description, "; ")
+	}
+}
 
 // IsInvalidClient reports whether the upstream refused the client's
 // credentials: the stored secret is wrong, expired or deleted.

@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
@@ -43,6 +42,8 @@ func (c *HTTPClient) revokeRFC7009(ctx context.Context, token string) error {
 		// The assertion transport adds a fresh assertion (aud: the token
 		// endpoint) and client_id.
 	}
+	// Tried once, as a logout is: Vault retries a revocation that failed.
+	x := c.newExchange(false)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.RevocationURL, strings.NewReader(form.Encode()))
 	if err != nil {
 		return &Error{Op: op, URL: redactURL(c.cfg.RevocationURL), Description: "the revocation URL does not parse"}
@@ -52,25 +53,24 @@ func (c *HTTPClient) revokeRFC7009(ctx context.Context, token string) error {
 	if basicUser != "" {
 		req.SetBasicAuth(basicUser, basicPass)
 	}
-	resp, err := c.http.Do(req)
+	e := &Error{Op: op, URL: redactURL(c.cfg.RevocationURL)}
+	// A server may echo what it was sent: the token above all.
+	r := c.redactor(token)
+	resp, err := x.client(x).Do(req)
 	if err != nil {
-		return &Error{Op: op, URL: redactURL(c.cfg.RevocationURL), Err: unwrapURLError(err)}
+		x.fill(e)
+		e.Err = r.err(unwrapURLError(err))
+		return e
 	}
 	defer resp.Body.Close()
 	data, _ := readBounded(resp.Body)
+	x.fill(e)
 	if resp.StatusCode/100 == 2 {
 		return nil
 	}
-	e := &Error{Op: op, URL: redactURL(c.cfg.RevocationURL), StatusCode: resp.StatusCode}
-	var oe struct {
-		Error       string `json:"error"`
-		Description string `json:"error_description"`
+	if code, description, ok := apiError(resp.Header.Get("Content-Type"), data); ok {
+		e.setOAuth2Error(r, code, description)
 	}
-	if json.Unmarshal(data, &oe) == nil {
-		// A server may echo what it was sent: the token above all.
-		e.Code = c.redact(strings.ReplaceAll(oe.Error, token, "[redacted]"))
-		e.Description = c.redact(strings.ReplaceAll(oe.Description, token, "[redacted]"))
-	}
-	c.explainRefusedAssertion(ctx, e)
+	c.explainRefusedAssertion(e)
 	return e
 }

@@ -7,7 +7,29 @@ import (
 	"net/url"
 )
 
-// formParamsTransport adds parameters to the form body of a token request.
+// acceptJSONTransport asks for JSON, as CameraManager's page requires and
+// every other upstream here answers anyway.
+type acceptJSONTransport struct{ base http.RoundTripper }
+
+func (t *acceptJSONTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Header.Get("Accept") == "" {
+		req = req.Clone(req.Context())
+		req.Header.Set("Accept", "application/json")
+	}
+	return t.base.RoundTrip(req)
+}
+
+// CloseIdleConnections passes through, so replaced clients let go of their
+// pooled connections.
+func (t *acceptJSONTransport) CloseIdleConnections() {
+	if ci, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
+	}
+}
+
+// formParamsTransport adds parameters to the form body of a token request
+// x/oauth2 made, for the grants it sends none with (password, refresh),
+// never replacing one the form has. The body it sends can be sent again.
 type formParamsTransport struct {
 	base   http.RoundTripper
 	params url.Values
@@ -18,7 +40,7 @@ func (t *formParamsTransport) RoundTrip(req *http.Request) (*http.Response, erro
 		return t.base.RoundTrip(req)
 	}
 	data, err := io.ReadAll(req.Body)
-	req.Body.Close()
+	_ = req.Body.Close()
 	if err != nil {
 		return nil, err
 	}
@@ -40,7 +62,8 @@ func (t *formParamsTransport) RoundTrip(req *http.Request) (*http.Response, erro
 }
 
 // rawBasicTransport sets HTTP Basic credentials as they are, without the
-// form-encoding of RFC 6749 §2.3.1 (see AuthClientSecretBasicRaw).
+// form-encoding of RFC 6749 §2.3.1 that x/oauth2 applies (see
+// AuthClientSecretBasicRaw).
 type rawBasicTransport struct {
 	base       http.RoundTripper
 	user, pass string
@@ -50,24 +73,4 @@ func (t *rawBasicTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	out := req.Clone(req.Context())
 	out.SetBasicAuth(t.user, t.pass)
 	return t.base.RoundTrip(out)
-}
-
-// acceptJSONTransport asks for JSON, as CameraManager's page requires and
-// every other upstream here answers anyway.
-type acceptJSONTransport struct{ base http.RoundTripper }
-
-func (t *acceptJSONTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Header.Get("Accept") == "" {
-		req = req.Clone(req.Context())
-		req.Header.Set("Accept", "application/json")
-	}
-	return t.base.RoundTrip(req)
-}
-
-// CloseIdleConnections passes through, so replaced clients let go of their
-// pooled connections.
-func (t *acceptJSONTransport) CloseIdleConnections() {
-	if ci, ok := t.base.(interface{ CloseIdleConnections() }); ok {
-		ci.CloseIdleConnections()
-	}
 }
