@@ -4,16 +4,23 @@ VERSION     ?= v0.1.0
 # The e2e harness and the demo read it from the environment as well.
 export VERSION
 BIN         := bin
+# Where `make release` puts the release binaries and SHA256SUMS.
+DIST        ?= dist
 LDFLAGS     := -X github.com/mapsindoors/vault-plugin-secrets-mapsindoors.Version=$(VERSION)
 GO          ?= go
 
-.PHONY: all build demo test unit fuzz e2e vault fmt fmt-check vet lint lint-go lint-sh tidy-check print-version bench bench-e2e
+.PHONY: all build release demo test unit fuzz e2e vault fmt fmt-check vet lint lint-go lint-sh tidy-check print-version bench bench-e2e
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/$(PLUGIN) ./cmd/$(PLUGIN)
 	$(GO) build -trimpath -o $(BIN)/fakeupstream ./cmd/fakeupstream
+
+# Static release binaries for linux and darwin on amd64 and arm64, stamped
+# with VERSION, and their SHA256SUMS, in $(DIST): make release VERSION=v0.2.0
+release:
+	VERSION=$(VERSION) LDFLAGS="$(LDFLAGS)" DIST=$(DIST) bash scripts/release.sh
 
 # A real Vault dev server with the plugin, against the fake upstream.
 demo:

@@ -111,6 +111,11 @@ type backend struct {
 	// rotationTimeout bounds one rotation, every step and wait included.
 	rotationTimeout time.Duration
 
+	// metrics are the counters status shows; events sends Vault events.
+	// Both live in memory only (metrics.go, events.go).
+	metrics *metrics
+	events  *eventQueue
+
 	// keys are the private_key_jwt signing keys in memory (keys.go): the
 	// published JWKS and the upstream clients' signer.
 	keys *keyRing
@@ -130,8 +135,12 @@ func newBackend() *backend {
 		rotationTimeout: defaultRotationTimeout,
 		writeLock:       make(chan struct{}, 1),
 		keys:            &keyRing{},
+
+		metrics: newMetrics(time.Now()),
+		events:  &eventQueue{},
 	}
-	b.newClient = b.newUpstreamClient
+	// The keys' signer first, measured like every client.
+	b.newClient = b.metrics.measure(b.newUpstreamClient)
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
@@ -148,6 +157,8 @@ func newBackend() *backend {
 			pathRotate(b),
 			pathClientSecrets(b),
 			pathJWKS(b),
+			pathVerify(b),
+			pathStatus(b),
 		),
 		Secrets:           []*framework.Secret{secretToken(b)},
 		Invalidate:        b.invalidate,

@@ -259,5 +259,6 @@ func configSchema() map[string]*framework.FieldSchema {
 	for _, f := range configFields {
 		fields[f.name] = f.schema()
 	}
+	fields[verifyConnectionField] = verifyConnectionSchema() // request-only: path_verify.go
 	return fields
 }

@@ -85,7 +85,7 @@ func (r *rotationRun) rollKeys() (*rotationResult, error) {
 	if set.find(keyCurrent) == nil {
 		// A mount configured before it had keys: its first key signs at
 		// once, as the config write would have made it.
-		if err := r.b.ensureSigningKey(r.ctx, r.s, r.cfg); err != nil {
+		if _, err := r.b.ensureSigningKey(r.ctx, r.s, r.cfg); err != nil {
 			return nil, err
 		}
 		if set, err = getKeySet(r.ctx, r.s); err != nil {

@@ -417,31 +417,41 @@ func (b *backend) storeKeys(ctx context.Context, s logical.Storage, set *keySet)
 // the config is stored: no request is signed with a key the JWKS does not
 // show, a login that checks the config included. A mount that has keys
 // keeps them (switching the method away and back needs no new
-// registration).
-func (b *backend) ensureSigningKey(ctx context.Context, s logical.Storage, cfg *config) error {
+// registration). made says a key was made now, which no server can know
+// yet.
+func (b *backend) ensureSigningKey(ctx context.Context, s logical.Storage, cfg *config) (made bool, err error) {
 	if !cfg.usesSigningKeys() {
-		return nil
+		return false, nil
 	}
 	set, err := getKeySet(ctx, s)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if set.find(keyCurrent) != nil {
-		return nil
+		return false, nil
 	}
 	now := b.now().UTC()
 	k, err := newSigningKey(cfg.keyType(), now)
 	if err != nil {
-		return err
+		return false, err
 	}
 	k.State, k.PromotedAt = keyCurrent, now
 	updated := set.clone()
 	updated.Keys = append(updated.Keys, k)
 	if err := b.storeKeys(ctx, s, updated); err != nil {
-		return err
+		return false, err
 	}
 	b.Logger().Info("made the mount's first signing key", "kid", k.KeyID, "alg", k.Algorithm)
-	return nil
+	return true, nil
+}
+
+// newKeyWarning is what a config write that made the mount's first key
+// says instead of checking the connection: a server can only know the key
+// once it is registered there.
+func newKeyWarning(mount string) string {
+	return fmt.Sprintf("made this mount's private_key_jwt signing key, so the connection was not checked (no server knows the key yet): "+
+		"register the public keys from \"vault read -format=raw %sjwks\" with the client at the server, or give it that path's URL "+
+		"as the client's jwks_uri, then check with \"vault read %sverify\"", mount, mount)
 }
 
 // signingKeysState is what a config read shows of the keys: never private

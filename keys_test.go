@@ -332,3 +332,30 @@ func TestJWKS_ServedWithoutTokenAndWithoutWaitingForRotations(t *testing.T) {
 		}
 	}
 }
+
+// A config write checks the connection by default, but a key made by that
+// very write cannot be known to any server yet: the write says what to do
+// instead. Later writes check with the key the server has.
+func TestKeys_VerifyConnectionWaitsForTheServerToKnowTheKey(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	e.verifyConfigWrites = true
+	resp, err := e.write(t, "config", e.fake.JWTPluginConfig("private_key_jwt"))
+	require.NoError(t, err)
+	require.False(t, resp.IsError(), "%v", resp.Error())
+	require.Len(t, resp.Warnings, 1)
+	require.Contains(t, resp.Warnings[0], `register the public keys from "vault read -format=raw mapsindoors/jwks"`)
+	require.Zero(t, e.fake.Hits(fakeupstream.EndpointJWTToken), "no login with a key no server can know")
+
+	e.register(t, "RS256")
+	e.writeConfig(t, map[string]any{"request_timeout": "20s"})
+	require.Equal(t, 1, e.fake.Hits(fakeupstream.EndpointJWTToken), "the next write logs in, and the server takes the key")
+
+	other := newTestEnv(t, fakeupstream.Options{})
+	other.writeConfig(t, other.fake.JWTPluginConfig("private_key_jwt"))
+	body, _ := other.jwks(t)
+	require.NoError(t, e.fake.RegisterJWKS(body, "RS256")) // the server now has another key
+	resp, err = e.write(t, "config", map[string]any{"request_timeout": "25s"})
+	requireBadRequest(t, resp, err, "verify_connection: a login with the new config failed")
+	require.Contains(t, resp.Error().Error(), "kid")
+	require.NotContains(t, resp.Error().Error(), "client id and secret")
+}

@@ -156,8 +156,17 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err := checkCredentialsCarried(stored, cfg, d); err != nil {
 		return errorResponse(err)
 	}
-	if err := b.ensureSigningKey(ctx, req.Storage, cfg.resolved()); err != nil {
+	// The key exists and is published before any request is signed with
+	// it, verify_connection's login included; a key made just now cannot
+	// log in anywhere yet.
+	madeKey, err := b.ensureSigningKey(ctx, req.Storage, cfg.resolved())
+	if err != nil {
 		return nil, err
+	}
+	if madeKey {
+		warnings = append(warnings, newKeyWarning(req.MountPoint))
+	} else if resp, err := b.verifyNewConfig(ctx, d, stored, cfg); resp != nil || err != nil {
+		return resp, err
 	}
 	if err := putConfig(ctx, req.Storage, cfg); err != nil {
 		return nil, err

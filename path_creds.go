@@ -106,6 +106,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 			b.Logger().Debug("token request not tried: a recent failure is remembered", "mount", req.MountPoint, "role", name, "error", err)
 		} else {
 			b.Logger().Warn("token request failed", "mount", req.MountPoint, "role", name, "error", err)
+			b.tokenRequestFailed(name, err)
 		}
 		return errorResponse(err)
 	}
@@ -137,6 +138,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	}, internal)
 	resp.Secret.TTL = lease
 	resp.Secret.MaxTTL = lease
+	b.leaseIssued(name, tok, perLease)
 	return resp, nil
 }
 
@@ -147,8 +149,10 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 func (b *backend) roleToken(ctx context.Context, mount, name string, role *roleEntry, st upstreamState, cacheGen uint64, treq upstream.TokenRequest) (*upstream.Token, error) {
 	request := strings.Join(treq.Scopes, " ") + "\x00" + treq.Params.Encode()
 	if tok := b.tokens.get(name, request); tok != nil && reusable(tok, role.TTL, b.now()) {
+		b.metrics.cacheHit()
 		return tok, nil
 	}
+	b.metrics.cacheMiss()
 	// The generation in the key keeps a read that found a new config out of
 	// a fetch made with the old one.
 	key := strconv.FormatUint(st.gen, 10) + "\x00" + name + "\x00" + request
@@ -172,6 +176,7 @@ func (b *backend) roleToken(ctx context.Context, mount, name string, role *roleE
 		}
 		b.outages.succeeded(name, st.gen)
 		b.tokens.put(name, request, tok, cacheGen)
+		b.tokenIssued(name, tok)
 		b.Logger().Debug("fetched upstream token", "mount", mount, "role", name, "lifetime", tok.Lifetime().String())
 		return tok, nil
 	})

@@ -75,10 +75,12 @@ func (b *backend) tokenRevoke(ctx context.Context, req *logical.Request, _ *fram
 	log := b.Logger().With("mount", req.MountPoint, "role", role)
 	if token == "" {
 		log.Debug("lease revoked; the token expires upstream by itself")
+		b.tokenRevoked(outcomeExpires)
 		return nil, nil
 	}
 	if exp, err := time.Parse(time.RFC3339, expiresAt); err == nil && !b.now().Before(exp) {
 		log.Debug("lease revoked; its token had already expired", "expires_at", expiresAt)
+		b.tokenRevoked(outcomeExpires)
 		return nil, nil
 	}
 
@@ -93,6 +95,7 @@ func (b *backend) tokenRevoke(ctx context.Context, req *logical.Request, _ *fram
 		// A lease from before leases kept their revocation URL, on a mount
 		// whose config no longer logs tokens out. Retrying cannot help.
 		log.Warn("lease revoked, but its token could not be logged out: the mount's config has no revocation_url; the token expires by itself", "expires_at", expiresAt)
+		b.tokenRevoked(outcomeExpires)
 		return nil, nil
 	}
 	defer done()
@@ -100,10 +103,13 @@ func (b *backend) tokenRevoke(ctx context.Context, req *logical.Request, _ *fram
 	switch {
 	case err == nil:
 		log.Debug("lease revoked and its token logged out")
+		b.tokenRevoked(outcomeLoggedOut)
 	case tokenAlreadyGone(err):
 		log.Debug("lease revoked; the upstream says its token is already gone", "error", err)
+		b.tokenRevoked(outcomeLoggedOut)
 	default:
 		log.Warn("logging the lease's token out failed; Vault retries the revocation", "error", err)
+		b.logoutFailed(role, err)
 		return nil, fmt.Errorf("log the token out: %w", err)
 	}
 	return nil, nil
@@ -180,6 +186,7 @@ func tokenAlreadyGone(err error) bool {
 // says of a token it does not know, and a refusal will not pass by itself.
 func (b *backend) revokeRFC7009(ctx context.Context, req *logical.Request, log hclog.Logger) (*logical.Response, error) {
 	in := req.Secret.InternalData
+	role, _ := in[leaseRole].(string)
 	token, _ := in[leaseAccessToken].(string)
 	expiresAt, _ := in[leaseExpiresAt].(string)
 	url, _ := in[leaseRevocationURL].(string)
@@ -192,10 +199,12 @@ func (b *backend) revokeRFC7009(ctx context.Context, req *logical.Request, log h
 	case cfg == nil:
 		log.Warn("lease revoked, but its token could not be revoked upstream: the mount has no config to authenticate with; "+
 			"the token expires by itself", "expires_at", expiresAt)
+		b.tokenRevoked(outcomeExpires)
 		return nil, nil
 	case cfg.RevocationURL != url || cfg.CACert != ca:
 		log.Warn("lease revoked, but its token was not revoked upstream: the config's revocation_url (or ca_cert) is not the one "+
 			"the token was issued under, and the token goes nowhere else; it expires by itself", "expires_at", expiresAt)
+		b.tokenRevoked(outcomeExpires)
 		return nil, nil
 	}
 	err = withTimeoutErr(ctx, st.cfg.RequestTimeout, func(ctx context.Context) error { return st.client.Logout(ctx, token) })
@@ -203,11 +212,14 @@ func (b *backend) revokeRFC7009(ctx context.Context, req *logical.Request, log h
 	switch {
 	case err == nil:
 		log.Debug("lease revoked and its token revoked upstream")
+		b.tokenRevoked(outcomeLoggedOut)
 	case errors.As(err, &ue) && ue.StatusCode >= 400 && ue.StatusCode < 500 && ue.StatusCode != http.StatusTooManyRequests:
 		log.Warn("lease revoked, but the server refused to revoke its token; the token expires by itself",
 			"expires_at", expiresAt, "error", err)
+		b.tokenRevoked(outcomeExpires)
 	default:
 		log.Warn("revoking the lease's token failed; Vault retries the revocation", "error", err)
+		b.logoutFailed(role, err)
 		return nil, fmt.Errorf("revoke the token: %w", err)
 	}
 	return nil, nil

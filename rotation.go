@@ -87,6 +87,7 @@ func (b *backend) rotateRootIf(ctx context.Context, s logical.Storage, mount, tr
 	r := &rotationRun{b: b, s: s, ctx: rctx, settle: settle, log: b.Logger().With("mount", mount, "trigger", trigger), started: b.now().UTC(), trigger: trigger}
 
 	res, err := r.run(mount, wanted)
+	b.rotationDone(trigger, res, err)
 	var ue userError
 	if err != nil && !errors.As(err, &ue) {
 		r.recordFailure(trigger, err)
@@ -138,7 +139,7 @@ func (r *rotationRun) run(mount string, wanted func(*config) bool) (*rotationRes
 	// the create leaves something that finds the new secret.
 	r.wal = rotateWAL{Marker: newMarker(), PreviousID: r.cfg.ClientSecretID, StartedAt: r.started}
 	if r.walID, err = framework.PutWAL(r.ctx, r.s, walKindRotateRoot, &r.wal); err != nil {
-		return nil, fmt.Errorf("write the rotation's write-ahead log: %w", err)
+		return nil, failedAt(stepWAL, r.cfg, "", fmt.Errorf("write the rotation's write-ahead log: %w", err))
 	}
 	r.log.Info("rotation started", "previous_client_secret_id", r.cfg.ClientSecretID)
 
@@ -153,7 +154,7 @@ func (r *rotationRun) run(mount string, wanted func(*config) bool) (*rotationRes
 	if err != nil {
 		r.abandonUnknownCreate(err)
 		r.log.Error("rotation failed: creating the new client secret", "error", err)
-		return nil, fmt.Errorf("create the new client secret: %w", err)
+		return nil, failedAt(stepCreate, r.cfg, "", fmt.Errorf("create the new client secret: %w", err))
 	}
 	r.log = r.log.With("new_client_secret_id", created.ID)
 
@@ -163,13 +164,13 @@ func (r *rotationRun) run(mount string, wanted func(*config) bool) (*rotationRes
 	if err := r.b.verifySecret(r.ctx, next); err != nil {
 		r.abandonCreated(created.ID)
 		r.log.Error("rotation failed: the new client secret does not log in", "error", err)
-		return nil, fmt.Errorf("log in with the new client secret %s: %w", created.ID, err)
+		return nil, failedAt(stepProve, r.cfg, created.ID, fmt.Errorf("log in with the new client secret %s: %w", created.ID, err))
 	}
 
 	// 5. Store it.
 	now, err := r.store(created)
 	if err != nil {
-		return nil, err
+		return nil, failedAt(stepStore, r.cfg, created.ID, err)
 	}
 	res := &rotationResult{ClientSecretID: created.ID, PreviousClientSecretID: r.cfg.ClientSecretID, RotatedAt: now}
 
@@ -478,6 +479,7 @@ func (b *backend) deletePendingLocked(ctx context.Context, s logical.Storage, lo
 			}
 			done = append(done, p.ID)
 			log.Info("deleted a replaced client secret", "client_secret_id", p.ID)
+			b.previousSecretDeleted(p)
 		}
 	}
 	if len(done) > 0 {

@@ -35,6 +35,12 @@ type testEnv struct {
 	recordMu  sync.Mutex
 	responses []*logical.Response
 	errors    []string
+	// verifyConfigWrites keeps the login a config write makes by default
+	// (verify_connection). Tests count upstream requests exactly, so the
+	// harness writes configs with verify_connection=false unless a test
+	// turns this on or names the field itself; path_verify_test.go tests
+	// the default, and the end-to-end suite runs with it everywhere.
+	verifyConfigWrites bool
 }
 
 type syncBuffer struct {
@@ -124,6 +130,13 @@ func (e *testEnv) do(t testing.TB, op logical.Operation, path string, data map[s
 // existence check.
 func (e *testEnv) write(t testing.TB, path string, data map[string]any) (*logical.Response, error) {
 	t.Helper()
+	if _, named := data[verifyConnectionField]; path == "config" && !e.verifyConfigWrites && !named {
+		data = maps.Clone(data)
+		if data == nil {
+			data = map[string]any{}
+		}
+		data[verifyConnectionField] = false
+	}
 	req := &logical.Request{Operation: logical.CreateOperation, Path: path, Data: data, Storage: e.storage}
 	_, exists, err := e.b.HandleExistenceCheck(context.Background(), req)
 	var userErr errutil.UserError

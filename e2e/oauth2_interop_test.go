@@ -61,8 +61,11 @@ func TestOAuth2Server_ClientSecretMethods(t *testing.T) {
 		// fosite holds a client to its registered method: the other one is
 		// refused, which shows the plugin sent the one configured.
 		other := map[string]string{"client_secret_basic": "client_secret_post", "client_secret_post": "client_secret_basic"}[c.method]
-		v.mustCLI("write", c.mount+"/config", "token_auth_method="+other)
-		_, err := v.cli("read", c.mount+"/creds/app")
+		_, err := v.cli("write", c.mount+"/config", "token_auth_method="+other)
+		require.ErrorContains(t, err, "verify_connection: a login with the new config failed")
+		require.ErrorContains(t, err, "invalid_client")
+		v.mustCLI("write", c.mount+"/config", "token_auth_method="+other, "verify_connection=false")
+		_, err = v.cli("read", c.mount+"/creds/app")
 		require.ErrorContains(t, err, "invalid_client")
 		require.ErrorContains(t, err, "check client_id and client_secret")
 	}

@@ -35,6 +35,13 @@ if command -v vault >/dev/null 2>&1; then
 fi
 
 mkdir -p "$cache"
+# One build at a time: a second caller (the e2e step while .ci/run's early
+# build is still going) waits for the first and then uses its binary.
+exec 9>"$cache/.vault-build.lock"
+flock 9
+if [[ -x "$bin" ]]; then
+  echo "$bin"; exit 0
+fi
 start=$(date +%s)
 echo "Building Vault v$VAULT_VERSION from source into $cache." >&2
 echo "This happens once per machine and takes about 7 to 10 minutes on 2 cores; later runs reuse it." >&2
