@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/upstream"
@@ -145,6 +146,34 @@ func (c *config) validateSigning() error {
 		return userErrorf("token_auth_method private_key_jwt sends no client secret, so none may be stored: write client_secret=\"\" with it")
 	}
 	return nil
+}
+
+// checkAssertionAudienceCarried is config_trust.go's rule for
+// private_key_jwt. An assertion is a credential at its aud until it
+// expires. With aud the token URL, moving token_url moves aud along, and an
+// assertion sent to another host is of no use at the real server; but with
+// an assertion_audience, a write that moves where requests go could collect
+// assertions the real server takes. So such a write must name
+// assertion_audience again ("" for the token URL).
+func checkAssertionAudienceCarried(stored, next *config, d *framework.FieldData) error {
+	if stored == nil {
+		return nil
+	}
+	was, now := stored.resolved(), next.resolved()
+	if !now.usesSigningKeys() || now.AssertionAudience == "" || written(d, "assertion_audience") {
+		return nil
+	}
+	var moved []string
+	for _, f := range trustFields {
+		if f.get(was) != f.get(now) {
+			moved = append(moved, f.name)
+		}
+	}
+	if len(moved) == 0 {
+		return nil
+	}
+	return userErrorf("changing %s changes where the client assertions go, and their aud is assertion_audience, not the token URL: "+
+		"write assertion_audience again in the same request (\"\" to use the token URL)", strings.Join(moved, ", "))
 }
 
 // keyState is where a key is in its rollover.

@@ -255,6 +255,14 @@ func TestKeys_BadInputIsRefusedAndTheStoredConfigKept(t *testing.T) {
 	}
 	require.Equal(t, before, e.storedConfig(t), "the config is as it was")
 	require.Equal(t, keysBefore, e.storedKeys(t), "the keys are as they were")
+
+	// An assertion_audience makes assertions good at the real server
+	// wherever they are sent: moving the token URL must name it again.
+	e.writeConfig(t, map[string]any{"assertion_audience": "https://issuer.example"})
+	resp, err := e.write(t, "config", map[string]any{"token_url": "https://attacker.example/token"})
+	requireBadRequest(t, resp, err, "changing token_url changes where the client assertions go")
+	e.writeConfig(t, map[string]any{"token_url": e.fake.JWTTokenURL() + "?v=2", "assertion_audience": ""})
+	require.Equal(t, e.fake.JWTTokenURL()+"?v=2", e.storedConfig(t).TokenURL)
 	r, err := getRole(context.Background(), e.storage, "api")
 	require.NoError(t, err)
 	require.Nil(t, r, "no role was stored")

@@ -156,6 +156,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err := checkCredentialsCarried(stored, cfg, d); err != nil {
 		return errorResponse(err)
 	}
+	if err := checkAssertionAudienceCarried(stored, cfg, d); err != nil {
+		return errorResponse(err)
+	}
 	// The key exists and is published before any request is signed with
 	// it, verify_connection's login included; a key made just now cannot
 	// log in anywhere yet.

@@ -349,3 +349,35 @@ func TestJWK_PublicKeyMarshalsPublicMembersOnly(t *testing.T) {
 		}
 	}
 }
+
+// The retries of a call go through the assertion transport one by one, so
+// each attempt carries an assertion of its own: a server refuses a jti it
+// has seen, even on an attempt it answered with a 503.
+func TestAssertionTransport_EveryRetryAttemptSignsAnew(t *testing.T) {
+	as := newAssertionServer(t)
+	key := testKey(t, "RS256")
+	as.mu.Lock()
+	as.status, as.body = http.StatusServiceUnavailable, `{"error":"temporarily_unavailable"}`
+	as.mu.Unlock()
+	var once sync.Once
+	as.srv.Config.Handler = func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			next.ServeHTTP(w, r)
+			once.Do(func() { // the first attempt failed; let the next ones through
+				as.mu.Lock()
+				as.status = 0
+				as.mu.Unlock()
+			})
+		})
+	}(as.srv.Config.Handler)
+	c := newClient(t, upstream.Config{TokenURL: as.srv.URL + "/token", GrantType: upstream.GrantClientCredentials, ClientID: "c",
+		AuthMethod: upstream.AuthPrivateKeyJWT, Signer: &staticSigner{key: key}, CACertPEM: caPEM(as.srv),
+		MaxAttempts: 3, RetryBackoff: time.Millisecond})
+	_, err := c.Token(context.Background(), upstream.TokenRequest{})
+	require.NoError(t, err)
+	reqs := as.requests()
+	require.Len(t, reqs, 2, "one failed attempt, one retry")
+	_, first := decodeAssertion(t, reqs[0].form.Get("client_assertion"), key)
+	_, second := decodeAssertion(t, reqs[1].form.Get("client_assertion"), key)
+	require.NotEqual(t, first["jti"], second["jti"], "the retry signed a fresh assertion")
+}
