@@ -40,6 +40,7 @@ hands out short-lived bearer tokens for it. Write the root credential to
 // wants the plugin's metadata, so it does no network or storage work.
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
 	b := newBackend()
+	b.keys.storage = conf.StorageView
 	if err := b.Setup(ctx, conf); err != nil {
 		return nil, err
 	}
@@ -114,11 +115,15 @@ type backend struct {
 	// Both live in memory only (metrics.go, events.go).
 	metrics *metrics
 	events  *eventQueue
+
+	// keys are the private_key_jwt signing keys in memory (keys.go): the
+	// published JWKS and the upstream clients' signer.
+	keys *keyRing
 }
 
 func newBackend() *backend {
 	b := &backend{
-		newClient: func(c upstream.Config) (upstream.Client, error) { return upstream.New(c) },
+		newClient: nil, // b.newUpstreamClient (keys.go), set below: it needs b
 		now:       time.Now,
 		roles:     map[string]*roleEntry{},
 		tokens:    newTokenCache(),
@@ -129,16 +134,21 @@ func newBackend() *backend {
 		verifyBackoff:   []time.Duration{500 * time.Millisecond, 2 * time.Second},
 		rotationTimeout: defaultRotationTimeout,
 		writeLock:       make(chan struct{}, 1),
+		keys:            &keyRing{},
 
 		metrics: newMetrics(time.Now()),
 		events:  &eventQueue{},
 	}
-	b.newClient = b.metrics.measure(b.newClient)
+	// The keys' signer first, measured like every client.
+	b.newClient = b.metrics.measure(b.newUpstreamClient)
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
-			SealWrapStorage: []string{configStoragePath},
+			SealWrapStorage: []string{configStoragePath, keysStoragePath},
+			// A server given the JWKS URL as a client's jwks_uri has no
+			// Vault token; the JWKS holds public keys only.
+			Unauthenticated: []string{jwksPath},
 		},
 		Paths: framework.PathAppend(
 			pathConfig(b),
@@ -146,6 +156,7 @@ func newBackend() *backend {
 			pathCreds(b),
 			pathRotate(b),
 			pathClientSecrets(b),
+			pathJWKS(b),
 			pathVerify(b),
 			pathStatus(b),
 		),
@@ -302,6 +313,8 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	switch {
 	case key == configStoragePath:
 		b.reset()
+	case key == keysStoragePath:
+		b.keys.invalidate()
 	case strings.HasPrefix(key, roleStoragePrefix):
 		b.forgetRole(strings.TrimPrefix(key, roleStoragePrefix))
 	}

@@ -44,6 +44,8 @@ type config struct {
 	RequestTimeout         time.Duration `json:"request_timeout,omitempty"`
 	DefaultTokenLifetime   time.Duration `json:"default_token_lifetime,omitempty"`
 	AllowLoopbackHTTP      bool          `json:"allow_loopback_http,omitempty"`
+	// signingConfig is what private_key_jwt adds (keys.go).
+	signingConfig
 
 	// RotationPeriod > 0 or a RotationSchedule (cron, UTC) rotates the
 	// secret automatically, counted from the later of LastRotated and
@@ -141,8 +143,8 @@ func (c *config) validate() error {
 		if c.ClientID == "" {
 			return userErrorf("client_id is required for the client_credentials grant")
 		}
-		if c.ClientSecret == "" {
-			return userErrorf("client_secret is required for the client_credentials grant")
+		if c.ClientSecret == "" && !c.usesSigningKeys() {
+			return userErrorf("client_secret is required for the client_credentials grant, unless token_auth_method is private_key_jwt")
 		}
 	case upstream.GrantPassword:
 		if c.ClientID == "" {
@@ -156,6 +158,10 @@ func (c *config) validate() error {
 	}
 	switch upstream.AuthMethod(c.TokenAuthMethod) {
 	case upstream.AuthClientSecretPost:
+	case upstream.AuthPrivateKeyJWT:
+		if err := c.validateSigning(); err != nil {
+			return err
+		}
 	case upstream.AuthClientSecretBasic, upstream.AuthClientSecretBasicRaw:
 		if c.ClientSecret == "" {
 			return userErrorf("client_secret is required with token_auth_method %s", c.TokenAuthMethod)

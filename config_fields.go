@@ -72,14 +72,19 @@ var configFields = []configField{
 		func(c *config) *string { return &c.RotationURL }).
 		defaultFrom(func(p *provider) string { return p.rotationURL }).
 		sentAs(func(c *config, u *upstream.Config) { u.RotationURL = c.RotationURL }),
-	urlField("revocation_url", "Where a token is logged out when its lease ends (DELETE with the token as bearer).",
+	urlField("revocation_url", "Where a lease's own token is revoked when the lease ends: RFC 7009 with the client authentication of the token request, or a DELETE with the token as bearer where the provider logs out that way (cameramanager).",
 		func(c *config) *string { return &c.RevocationURL }).
 		defaultFrom(func(p *provider) string { return p.revocationURL }).
-		sentAs(func(c *config, u *upstream.Config) { u.RevocationURL = c.RevocationURL }),
-	textField("token_auth_method", "client_secret_post (in the form body), client_secret_basic (HTTP Basic, RFC 6749 encoding) or client_secret_basic_raw (HTTP Basic as is).",
+		sentAs(func(c *config, u *upstream.Config) {
+			u.RevocationURL, u.RevocationStyle = c.RevocationURL, c.provider().revocation()
+		}),
+	textField("token_auth_method", "client_secret_post (in the form body), client_secret_basic (HTTP Basic, RFC 6749 encoding), client_secret_basic_raw (HTTP Basic as is) or private_key_jwt (a client assertion signed with a key this mount makes; see jwks).",
 		func(c *config) *string { return &c.TokenAuthMethod }).
 		defaultFrom(func(p *provider) string { return string(p.authMethod) }).
 		sentAs(func(c *config, u *upstream.Config) { u.AuthMethod = upstream.AuthMethod(c.TokenAuthMethod) }),
+	keyTypeField(),
+	keyRolloverDelayField(),
+	assertionAudienceField(),
 	{
 		name:        "scopes",
 		description: "Scopes requested for roles that name none.",

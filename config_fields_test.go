@@ -29,10 +29,11 @@ func TestConfigFields_EachFieldOnceInSchemaAndRead(t *testing.T) {
 			require.NotContains(t, read, f.name, "a write-only field is never read back")
 		}
 	}
-	for _, state := range rotationStateKeys {
+	for _, state := range append(rotationStateKeys, signingKeysStateKeys...) {
 		require.Contains(t, read, state)
 	}
-	require.Len(t, read, len(configFields)+len(rotationStateKeys), "a read shows the table's fields and the rotation state, nothing else")
+	require.Len(t, read, len(configFields)+len(rotationStateKeys)+len(signingKeysStateKeys),
+		"a read shows the table's fields, the rotation state and the signing keys, nothing else")
 }
 
 // What the upstream client is given comes from the table: every field it
@@ -41,12 +42,13 @@ func TestConfigFields_ClientConfigCarriesTheFields(t *testing.T) {
 	c := (&config{
 		Provider: "oauth2", ClientID: "id", ClientSecret: "s", CustomerID: "cust", Username: "u", Password: "p",
 		TokenURL: "https://t.example/token", RotationURL: "https://t.example/rot", RevocationURL: "https://t.example/rev",
-		CACert: "pem", RequestTimeout: 7e9,
+		CACert: "pem", RequestTimeout: 7e9, signingConfig: signingConfig{AssertionAudience: "https://t.example"},
 	}).resolved()
 	require.Equal(t, upstream.Config{
 		TokenURL: "https://t.example/token", RotationURL: "https://t.example/rot", RevocationURL: "https://t.example/rev",
 		ClientID: "id", ClientSecret: "s", CustomerID: "cust",
 		GrantType: upstream.GrantClientCredentials, Username: "u", Password: "p", AuthMethod: upstream.AuthClientSecretBasic,
 		CACertPEM: "pem", Timeout: 7e9, MaxAttempts: upstream.MaxAttemptsLimit,
+		RevocationStyle: upstream.RevocationRFC7009, AssertionAudience: "https://t.example",
 	}, c.clientConfig())
 }

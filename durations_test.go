@@ -26,6 +26,7 @@ func TestConfigDurations_ReadBackAsSecondsWhateverTheForm(t *testing.T) {
 		"rotation_window":        {2 * time.Hour, map[string]any{"rotation_schedule": "0 3 * * *"}},
 		"previous_secret_grace":  {36 * time.Hour, nil},
 		"default_token_lifetime": {time.Hour, nil},
+		"key_rollover_delay":     {3 * time.Hour, nil},
 	}
 	forms := []struct {
 		name  string

@@ -37,7 +37,9 @@ func errorResponse(err error) (*logical.Response, error) {
 	var upErr *upstream.Error
 	if errors.As(err, &upErr) {
 		msg := err.Error()
-		if upstream.IsInvalidClient(err) {
+		// With private_key_jwt the upstream names the key, aud and alg
+		// to check instead (upstream/assertion.go).
+		if upstream.IsInvalidClient(err) && upErr.Hint == "" {
 			msg += "; check client_id and client_secret in config"
 		}
 		return nil, logical.CodedError(http.StatusBadGateway, msg)

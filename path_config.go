@@ -3,6 +3,7 @@ package mapsindoors
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -79,6 +80,11 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 	for k, v := range c.rotationState(b.now()) {
 		data[k] = v
 	}
+	keys, err := b.signingKeysState(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(data, keys)
 	return &logical.Response{Data: data}, nil
 }
 
@@ -91,6 +97,9 @@ func formatTime(t time.Time) string {
 }
 
 func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if err := refusePrivateKeys(req.MountPoint, req.Data); err != nil {
+		return errorResponse(err)
+	}
 	if err := checkConfigInput(d); err != nil {
 		return errorResponse(err)
 	}
@@ -147,7 +156,19 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err := checkCredentialsCarried(stored, cfg, d); err != nil {
 		return errorResponse(err)
 	}
-	if resp, err := b.verifyNewConfig(ctx, d, stored, cfg); resp != nil || err != nil {
+	if err := checkAssertionAudienceCarried(stored, cfg, d); err != nil {
+		return errorResponse(err)
+	}
+	// The key exists and is published before any request is signed with
+	// it, verify_connection's login included; a key made just now cannot
+	// log in anywhere yet.
+	madeKey, err := b.ensureSigningKey(ctx, req.Storage, cfg.resolved())
+	if err != nil {
+		return nil, err
+	}
+	if madeKey {
+		warnings = append(warnings, newKeyWarning(req.MountPoint))
+	} else if resp, err := b.verifyNewConfig(ctx, d, stored, cfg); resp != nil || err != nil {
 		return resp, err
 	}
 	if err := putConfig(ctx, req.Storage, cfg); err != nil {

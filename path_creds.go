@@ -93,7 +93,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		scopes = cfg.Scopes
 	}
 	treq := upstream.TokenRequest{Scopes: scopes, Params: role.tokenParams()}
-	perLease := cfg.provider().tokenPerLease
+	perLease := cfg.provider().tokenPerLease || role.TokenPerLease
 	var tok *upstream.Token
 	if perLease {
 		tok, err = b.leaseToken(ctx, req.MountPoint, name, st, treq)

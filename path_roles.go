@@ -34,6 +34,10 @@ type roleEntry struct {
 	Audience    string            `json:"audience,omitempty"`
 	Resource    string            `json:"resource,omitempty"`
 	TokenParams map[string]string `json:"token_params,omitempty"`
+	// TokenPerLease gives each lease a token of its own, revoked at the
+	// config's revocation_url when the lease ends, instead of one shared
+	// per role. Providers that need it (cameramanager) always do it.
+	TokenPerLease bool `json:"token_per_lease,omitempty"`
 }
 
 // reservedTokenParams are the parameters the grant itself sets.
@@ -103,6 +107,10 @@ func pathRoles(b *backend) []*framework.Path {
 				"token_params": {
 					Type:        framework.TypeKVPairs,
 					Description: "Other parameters sent with the token request, as key=value pairs.",
+				},
+				"token_per_lease": {
+					Type:        framework.TypeBool,
+					Description: "Give each lease a token of its own, revoked at the config's revocation_url when the lease is revoked or expires, instead of sharing one per role. Always on for cameramanager.",
 				},
 			},
 			ExistenceCheck: b.pathRoleExistenceCheck,
@@ -190,10 +198,15 @@ func (r *roleEntry) data() map[string]any {
 		"audience":     r.Audience,
 		"resource":     r.Resource,
 		"token_params": params,
+		// Stored as written; the provider may turn it on regardless.
+		"token_per_lease": r.TokenPerLease,
 	}
 }
 
 func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if err := refusePrivateKeys(req.MountPoint, req.Data); err != nil {
+		return errorResponse(err)
+	}
 	name := d.Get("name").(string)
 	if err := checkRoleName(name); err != nil {
 		return errorResponse(err)
@@ -225,6 +238,9 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	}
 	if v, ok := d.GetOk("resource"); ok {
 		r.Resource = strings.TrimSpace(v.(string))
+	}
+	if v, ok := d.GetOk("token_per_lease"); ok {
+		r.TokenPerLease = v.(bool)
 	}
 	if v, ok := d.GetOk("token_params"); ok {
 		r.TokenParams = v.(map[string]string)

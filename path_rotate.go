@@ -52,6 +52,9 @@ func (b *backend) pathRotateRootUpdate(ctx context.Context, req *logical.Request
 	if err != nil {
 		return errorResponse(err)
 	}
+	if res.Keys != nil {
+		return res.Keys.response(res.Warnings), nil
+	}
 	return &logical.Response{
 		Data: map[string]any{
 			"client_secret_id":          res.ClientSecretID,

@@ -202,7 +202,7 @@ func (b *backend) verifyNewConfig(ctx context.Context, d *framework.FieldData, s
 		return nil, nil
 	}
 	hint := ""
-	if upstream.IsInvalidClient(check.err) {
+	if upstream.IsInvalidClient(check.err) && !cfg.usesSigningKeys() {
 		hint = "; check the client id and secret (or username and password)"
 	}
 	return logical.ErrorResponse("verify_connection: a login with the new config failed, so it was not stored: %v%s. "+

@@ -28,6 +28,9 @@ type provider struct {
 	revocationURL string
 	grantType     upstream.GrantType
 	authMethod    upstream.AuthMethod
+	// revocationStyle is how revocation_url revokes a lease's token; RFC
+	// 7009 unless the provider says otherwise (see revocation).
+	revocationStyle upstream.RevocationStyle
 	// passwordClientID and passwordScopes apply to the password grant.
 	passwordClientID string
 	passwordScopes   []string

@@ -17,5 +17,8 @@ func init() {
 		authMethod:     upstream.AuthClientSecretBasicRaw,
 		passwordScopes: []string{"write"},
 		tokenPerLease:  true,
+
+		// Its logout is a DELETE with the token as bearer, not RFC 7009.
+		revocationStyle: upstream.RevocationLogout,
 	})
 }

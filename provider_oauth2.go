@@ -10,5 +10,7 @@ func init() {
 		title:      "any RFC 6749 server",
 		grantType:  upstream.GrantClientCredentials,
 		authMethod: upstream.AuthClientSecretBasic,
+		// revocation_url, when the operator sets it, is RFC 7009's.
+		revocationStyle: upstream.RevocationRFC7009,
 	})
 }

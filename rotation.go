@@ -42,6 +42,9 @@ type rotationResult struct {
 	// was not deleted yet.
 	PreviousDeletionDue time.Time
 	Warnings            []string
+	// Keys is set instead of the secret ids on a private_key_jwt mount,
+	// where rotate-root rolls the signing key over (key_rotation.go).
+	Keys *keyRollover
 }
 
 // rotationRun is one rotation under way: its deadlines, its log and what it
@@ -53,6 +56,7 @@ type rotationRun struct {
 	ctx, settle context.Context
 	log         hclog.Logger
 	started     time.Time
+	trigger     string
 
 	stored *config // as read at the start, under the write lock
 	cfg    *config // stored, resolved
@@ -80,7 +84,7 @@ func (b *backend) rotateRootIf(ctx context.Context, s logical.Storage, mount, tr
 	defer cancel()
 	settle, cancelSettle := context.WithTimeout(context.WithoutCancel(ctx), b.rotationTimeout+settleTimeout)
 	defer cancelSettle()
-	r := &rotationRun{b: b, s: s, ctx: rctx, settle: settle, log: b.Logger().With("mount", mount, "trigger", trigger), started: b.now().UTC()}
+	r := &rotationRun{b: b, s: s, ctx: rctx, settle: settle, log: b.Logger().With("mount", mount, "trigger", trigger), started: b.now().UTC(), trigger: trigger}
 
 	res, err := r.run(mount, wanted)
 	b.rotationDone(trigger, res, err)
@@ -122,6 +126,9 @@ func (r *rotationRun) run(mount string, wanted func(*config) bool) (*rotationRes
 	r.stored, r.cfg = stored, stored.resolved()
 	if err := canRotate(r.cfg); err != nil {
 		return nil, err
+	}
+	if r.cfg.usesSigningKeys() {
+		return r.rollKeys()
 	}
 	if r.client, err = r.b.newClient(r.cfg.clientConfig()); err != nil {
 		return nil, fmt.Errorf("build upstream client: %w", err)
@@ -334,6 +341,9 @@ func (r *rotationRun) recordFailure(trigger string, cause error) {
 // canRotate refuses, as a 400, configs that have no secret API to rotate
 // through.
 func canRotate(cfg *config) error {
+	if cfg.usesSigningKeys() {
+		return nil // the mount's own key rolls over (key_rotation.go)
+	}
 	if p := cfg.provider(); p == nil || !p.canRotate {
 		return userErrorf("provider %s has no client-secret API, so its credentials cannot be rotated by Vault", cfg.Provider)
 	}

@@ -130,6 +130,7 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	if stored.hasDueDeletions(now) {
 		b.deletePending(ctx, req.Storage, req.MountPoint)
 	}
+	b.settleSigningKeys(ctx, req.Storage, req.MountPoint)
 	if !stored.dueForRotation(now) || now.Before(stored.Rotation.NextRetry) {
 		return nil
 	}

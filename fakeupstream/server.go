@@ -60,7 +60,7 @@ type route struct {
 
 type handler func(s *Server, ep Endpoint, w http.ResponseWriter, r *http.Request)
 
-var vendors = []vendor{mapsIndoors, metapack, cameraManager}
+var vendors = []vendor{mapsIndoors, metapack, cameraManager, jwtServer}
 
 // Options sets up a fake. Empty credentials get generated values.
 type Options struct {
@@ -176,6 +176,10 @@ type Server struct {
 	faults        map[Endpoint][]*fault
 	unexpected    []string
 	hook          func(Endpoint, *http.Request)
+
+	// jwt is the private_key_jwt client's state (jwtclient.go), under its
+	// own lock.
+	jwt *jwtState
 }
 
 // Start runs a fake on loopback with TLS from a CA of its own.
@@ -214,6 +218,7 @@ func Start(opts Options) (*Server, error) {
 		grants:        map[Endpoint]map[string]int{},
 		lastForm:      map[Endpoint]url.Values{},
 		faults:        map[Endpoint][]*fault{},
+		jwt:           newJWTState(),
 	}
 	if s.tokenLifetime <= 0 {
 		s.tokenLifetime = time.Hour
@@ -380,7 +385,7 @@ func (s *Server) Sensitive() []string {
 	for t := range s.tokens {
 		out = append(out, t)
 	}
-	return out
+	return append(out, s.jwt.sensitive()...)
 }
 
 // TokenLive reports whether an access token was issued here and has not

@@ -47,10 +47,14 @@ const (
 	// form-encoded first: Metapack's and CameraManager's pages base64 the
 	// raw "id:secret", which differs for secrets with $, + or the like.
 	AuthClientSecretBasicRaw AuthMethod = "client_secret_basic_raw"
+	// AuthPrivateKeyJWT sends a client assertion signed with a private key
+	// the server knows only the public half of (RFC 7523 §2.2, OpenID
+	// Connect Core §9); see assertion.go.
+	AuthPrivateKeyJWT AuthMethod = "private_key_jwt"
 )
 
 // AuthMethods lists every AuthMethod, for messages.
-var AuthMethods = []AuthMethod{AuthClientSecretPost, AuthClientSecretBasic, AuthClientSecretBasicRaw}
+var AuthMethods = []AuthMethod{AuthClientSecretPost, AuthClientSecretBasic, AuthClientSecretBasicRaw, AuthPrivateKeyJWT}
 
 // DefaultTimeout bounds one attempt at an upstream HTTP exchange (its
 // answer's body read too) when Config.Timeout is 0.
@@ -64,9 +68,11 @@ const maxBodyBytes = 1 << 20
 type Config struct {
 	TokenURL    string
 	RotationURL string
-	// RevocationURL, when set, is where a token is logged out: a DELETE
-	// with the token as bearer, as CameraManager does it.
-	RevocationURL string
+	// RevocationURL, when set, is where a token is revoked, in
+	// RevocationStyle: a DELETE with the token as bearer, as CameraManager
+	// does it (the default), or RFC 7009.
+	RevocationURL   string
+	RevocationStyle RevocationStyle
 
 	ClientID     string
 	ClientSecret string
@@ -97,6 +103,11 @@ type Config struct {
 	// server documents the lifetime instead). When 0, such an answer is
 	// refused, as no lease can be sized for its token.
 	DefaultTokenLifetime time.Duration
+
+	// Signer signs the client assertions of AuthPrivateKeyJWT; their aud
+	// is AssertionAudience, or TokenURL when that is empty.
+	Signer            AssertionSigner
+	AssertionAudience string
 }
 
 // Token is an access token as the token endpoint issued it.
@@ -241,7 +252,7 @@ func New(cfg Config) (*HTTPClient, error) {
 		return nil, fmt.Errorf("unsupported grant type %q", cfg.GrantType)
 	}
 	switch cfg.AuthMethod {
-	case AuthClientSecretPost, AuthClientSecretBasic, AuthClientSecretBasicRaw:
+	case AuthClientSecretPost, AuthClientSecretBasic, AuthClientSecretBasicRaw, AuthPrivateKeyJWT:
 	default:
 		return nil, fmt.Errorf("unsupported token auth method %q", cfg.AuthMethod)
 	}
@@ -253,6 +264,12 @@ func New(cfg Config) (*HTTPClient, error) {
 	hc, err := newHTTPClient(cfg.CACertPEM)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.AuthMethod == AuthPrivateKeyJWT {
+		// Under each call's retries, so every attempt signs anew.
+		if hc, err = withAssertions(hc, cfg); err != nil {
+			return nil, err
+		}
 	}
 	return &HTTPClient{cfg: cfg, http: hc}, nil
 }
@@ -453,14 +470,17 @@ func apiError(contentType string, body []byte) (code, description string, ok boo
 	return vals.Get("error"), vals.Get("error_description"), true
 }
 
-// Logout revokes an access token with a DELETE to the revocation URL,
-// authorized by the token itself. A 401 means the token is already gone,
-// which is what a logout wants. It is tried once: Vault retries a
-// revocation that failed.
+// Logout revokes an access token at the revocation URL: by RFC 7009 where
+// that is the style (revoke.go), otherwise with a DELETE authorized by the
+// token itself, where a 401 means the token is already gone, which is what
+// a logout wants. It is tried once: Vault retries a revocation that failed.
 func (c *HTTPClient) Logout(ctx context.Context, accessToken string) error {
 	const op = "logout"
 	if c.cfg.RevocationURL == "" {
 		return &Error{Op: op, Description: "no revocation URL is configured"}
+	}
+	if c.cfg.RevocationStyle == RevocationRFC7009 {
+		return c.revokeRFC7009(ctx, accessToken)
 	}
 	x := c.newExchange(false)
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, c.cfg.RevocationURL, nil)

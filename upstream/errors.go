@@ -23,6 +23,10 @@ type Error struct {
 	// RetryAfter is how long the upstream asked to wait (its Retry-After
 	// header, from a 429 or 5xx), so a caller can hold off that long.
 	RetryAfter time.Duration
+	// Hint, when set, says what to check on the client's side: with
+	// private_key_jwt a refused client authentication is about the key
+	// registration, aud and alg (assertion.go).
+	Hint string
 }
 
 func (e *Error) Error() string {
@@ -50,6 +54,9 @@ func (e *Error) Error() string {
 	}
 	if e.RetryAfter > 0 {
 		fmt.Fprintf(&b, "; retry after %s, as the upstream's Retry-After asks", e.RetryAfter.Round(time.Second))
+	}
+	if e.Hint != "" {
+		fmt.Fprintf(&b, "; %s", e.Hint)
 	}
 	return b.String()
 }

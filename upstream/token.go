@@ -153,6 +153,7 @@ func (c *HTTPClient) tokenError(op string, x *exchange, err error, held ...strin
 	default:
 		e.Err = r.err(unwrapURLError(err))
 	}
+	c.explainRefusedAssertion(e)
 	return e
 }
 
