@@ -113,50 +113,8 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err != nil {
 		return nil, err
 	}
-	cfg := &config{}
-	if stored != nil {
-		cp := *stored
-		cfg = &cp
-	}
-	before := *cfg
-	for _, f := range configFields {
-		if v, ok := d.GetOk(f.name); ok {
-			f.set(cfg, v)
-		}
-	}
-	if err := readProviderInput(d, cfg); err != nil {
-		return errorResponse(err)
-	}
-	now := b.now().UTC()
-	if cfg.RotationPeriod != before.RotationPeriod || cfg.RotationSchedule != before.RotationSchedule ||
-		cfg.DisableAutomatedRotation != before.DisableAutomatedRotation {
-		// A new schedule counts from now, not from the last rotation.
-		cfg.ScheduleStart = now
-	}
-	if cfg.ClientSecret != before.ClientSecret || cfg.Password != before.Password {
-		cfg.SecretSetAt = now
-	}
-	// Whatever made scheduled rotations fail, the operator may just have
-	// fixed it: the next one need not wait out the backoff.
-	cfg.Rotation.NextRetry = time.Time{}
-
-	var warnings []string
-	_, idGiven := d.GetOk("client_secret_id")
-	if cfg.ClientSecret != before.ClientSecret && !idGiven && before.ClientSecretID != "" {
-		// The stored id named the old secret. Keeping it would make the
-		// next rotation delete a secret that may not be Vault's any more.
-		cfg.ClientSecretID = ""
-		cfg.PreviousClientSecretID = ""
-		warnings = append(warnings, "client_secret changed without client_secret_id, so the stored client_secret_id was cleared; write the new secret's id so rotation can delete it when it is replaced")
-	}
-
-	if err := cfg.resolved().validate(); err != nil {
-		return errorResponse(err)
-	}
-	if err := checkCredentialsCarried(stored, cfg, d); err != nil {
-		return errorResponse(err)
-	}
-	if err := checkAssertionAudienceCarried(stored, cfg, d); err != nil {
+	cfg, warnings, err := mergeConfigWrite(stored, d, b.now().UTC())
+	if err != nil {
 		return errorResponse(err)
 	}
 	// The key exists and is published before any request is signed with
@@ -192,6 +150,59 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		resp.AddWarning(w)
 	}
 	return resp, nil
+}
+
+// mergeConfigWrite applies a write's fields to a copy of the stored config
+// (nil when there is none) and checks the result, without touching storage:
+// a refused write leaves what is stored as it was. The warnings are for the
+// response.
+func mergeConfigWrite(stored *config, d *framework.FieldData, now time.Time) (*config, []string, error) {
+	cfg := &config{}
+	if stored != nil {
+		cp := *stored
+		cfg = &cp
+	}
+	before := *cfg
+	for _, f := range configFields {
+		if v, ok := d.GetOk(f.name); ok {
+			f.set(cfg, v)
+		}
+	}
+	if err := readProviderInput(d, cfg); err != nil {
+		return nil, nil, err
+	}
+	if cfg.RotationPeriod != before.RotationPeriod || cfg.RotationSchedule != before.RotationSchedule ||
+		cfg.DisableAutomatedRotation != before.DisableAutomatedRotation {
+		// A new schedule counts from now, not from the last rotation.
+		cfg.ScheduleStart = now
+	}
+	if cfg.ClientSecret != before.ClientSecret || cfg.Password != before.Password {
+		cfg.SecretSetAt = now
+	}
+	// Whatever made scheduled rotations fail, the operator may just have
+	// fixed it: the next one need not wait out the backoff.
+	cfg.Rotation.NextRetry = time.Time{}
+
+	var warnings []string
+	_, idGiven := d.GetOk("client_secret_id")
+	if cfg.ClientSecret != before.ClientSecret && !idGiven && before.ClientSecretID != "" {
+		// The stored id named the old secret. Keeping it would make the
+		// next rotation delete a secret that may not be Vault's any more.
+		cfg.ClientSecretID = ""
+		cfg.PreviousClientSecretID = ""
+		warnings = append(warnings, "client_secret changed without client_secret_id, so the stored client_secret_id was cleared; write the new secret's id so rotation can delete it when it is replaced")
+	}
+
+	if err := cfg.resolved().validate(); err != nil {
+		return nil, nil, err
+	}
+	if err := checkCredentialsCarried(stored, cfg, d); err != nil {
+		return nil, nil, err
+	}
+	if err := checkAssertionAudienceCarried(stored, cfg, d); err != nil {
+		return nil, nil, err
+	}
+	return cfg, warnings, nil
 }
 
 func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
