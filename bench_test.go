@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/fakeupstream"
+	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/internal/latency"
 	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/upstream"
 )
 
@@ -20,31 +19,6 @@ import (
 // and a benchmark makes millions of them.
 func quietLog(conf *logical.BackendConfig) {
 	conf.Logger = hclog.New(&hclog.LoggerOptions{Output: io.Discard, Level: hclog.Info})
-}
-
-// latencies collects the duration of each operation, from any goroutine.
-type latencies struct {
-	mu sync.Mutex
-	d  []time.Duration
-}
-
-func (l *latencies) add(d time.Duration) {
-	l.mu.Lock()
-	l.d = append(l.d, d)
-	l.mu.Unlock()
-}
-
-// report adds the median and the 99th percentile as metrics.
-func (l *latencies) report(b *testing.B) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.d) == 0 {
-		return
-	}
-	slices.Sort(l.d)
-	pct := func(p int) float64 { return float64(l.d[min(len(l.d)-1, len(l.d)*p/100)].Nanoseconds()) }
-	b.ReportMetric(pct(50), "p50-ns")
-	b.ReportMetric(pct(99), "p99-ns")
 }
 
 func credsRequest(e *testEnv, role string) *logical.Request {
@@ -71,7 +45,7 @@ func BenchmarkCredsRead(b *testing.B) {
 				b.Fatal(err)
 			}
 			before := e.fake.Hits(fakeupstream.EndpointToken)
-			var lat latencies
+			var lat latency.Recorder
 			b.ReportAllocs()
 			reads := 0
 			for b.Loop() {
@@ -81,7 +55,7 @@ func BenchmarkCredsRead(b *testing.B) {
 				}
 				start := time.Now()
 				resp, err := e.b.HandleRequest(ctx, req)
-				lat.add(time.Since(start))
+				lat.Add(time.Since(start))
 				if err != nil || resp.IsError() {
 					b.Fatal(fmt.Sprint(err, resp.Error()))
 				}
@@ -89,7 +63,7 @@ func BenchmarkCredsRead(b *testing.B) {
 			b.StopTimer()
 			hits := e.fake.Hits(fakeupstream.EndpointToken) - before
 			b.ReportMetric(float64(hits)/float64(reads), "upstream-requests/op")
-			lat.report(b)
+			lat.Report(b, time.Nanosecond)
 			if warm && hits != 0 || !warm && hits != reads {
 				b.Fatalf("%d upstream requests for %d reads", hits, reads)
 			}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/fakeupstream"
+	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/internal/latency"
 )
 
 // BenchmarkVaultRead reads through a real Vault dev server's HTTP API, as
@@ -54,7 +54,7 @@ func BenchmarkVaultRead(b *testing.B) {
 	for _, path := range []string{"mapsindoors/creds/app", "noop/creds/app", "secret/data/app"} {
 		b.Run(path, func(b *testing.B) {
 			before := fake.Hits(fakeupstream.EndpointToken)
-			var lat latencies
+			var lat latency.Recorder
 			b.RunParallel(func(pb *testing.PB) {
 				client := &http.Client{}
 				for pb.Next() {
@@ -64,20 +64,20 @@ func BenchmarkVaultRead(b *testing.B) {
 				}
 			})
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reads/s")
-			lat.report(b)
+			lat.Report(b, time.Microsecond)
 			b.ReportMetric(1000*float64(fake.Hits(fakeupstream.EndpointToken)-before)/float64(b.N), "upstream-requests/1000-reads")
 		})
 	}
 	for _, c := range []struct{ name, path string }{{"latency/hit", "mapsindoors/creds/app"}, {"latency/miss", "miss/creds/app"}} {
 		b.Run(c.name, func(b *testing.B) {
 			client := &http.Client{}
-			var lat latencies
+			var lat latency.Recorder
 			for b.Loop() {
 				if !v.timedRead(b, client, c.path, &lat) {
 					return
 				}
 			}
-			lat.report(b)
+			lat.Report(b, time.Microsecond)
 		})
 	}
 }
@@ -184,11 +184,11 @@ func (v *vaultServer) get(client *http.Client, path string) (int, error) {
 
 // timedRead reads a path that must answer 200, adding its latency to lat
 // when given; false (with the benchmark failed) when it did not.
-func (v *vaultServer) timedRead(b *testing.B, client *http.Client, path string, lat *latencies) bool {
+func (v *vaultServer) timedRead(b *testing.B, client *http.Client, path string, lat *latency.Recorder) bool {
 	start := time.Now()
 	code, err := v.get(client, path)
 	if lat != nil {
-		lat.add(time.Since(start))
+		lat.Add(time.Since(start))
 	}
 	if err != nil || code != http.StatusOK {
 		b.Errorf("%s: HTTP %d, %v", path, code, err)
@@ -252,36 +252,11 @@ func vmRSS(b *testing.B, pid int) int64 {
 	return 0
 }
 
-// latencies collects the duration of each read, from any goroutine.
-type latencies struct {
-	mu sync.Mutex
-	d  []time.Duration
-}
-
-func (l *latencies) add(d time.Duration) {
-	l.mu.Lock()
-	l.d = append(l.d, d)
-	l.mu.Unlock()
-}
-
-// report adds the median and the 99th percentile as metrics.
-func (l *latencies) report(b *testing.B) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.d) == 0 {
-		return
-	}
-	slices.Sort(l.d)
-	pct := func(p int) float64 { return float64(l.d[min(len(l.d)-1, len(l.d)*p/100)].Microseconds()) }
-	b.ReportMetric(pct(50), "p50-µs")
-	b.ReportMetric(pct(99), "p99-µs")
-}
-
 // buildNoopPlugin builds ./noopplugin into the shared plugin directory.
 func buildNoopPlugin(b *testing.B) pluginBuild {
 	b.Helper()
 	out := filepath.Join(pluginDir, "noop-plugin")
-	cmd := exec.CommandContext(context.Background(), "go", "build", "-trimpath", "-o", out, "./noopplugin")
+	cmd := exec.CommandContext(context.Background(), "go", "build", "-o", out, "./noopplugin")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	require.NoError(b, cmd.Run())
 	data, err := os.ReadFile(out)

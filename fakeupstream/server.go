@@ -26,6 +26,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/internal/throwawayca"
 )
 
 // Endpoint names one method and path the fake serves, as "METHOD /path".
@@ -184,7 +186,7 @@ type Server struct {
 
 // Start runs a fake on loopback with TLS from a CA of its own.
 func Start(opts Options) (*Server, error) {
-	caPEM, leaf, err := newCA()
+	caPEM, leaf, err := throwawayca.New("fakeupstream")
 	if err != nil {
 		return nil, fmt.Errorf("make TLS certificates: %w", err)
 	}

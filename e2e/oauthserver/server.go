@@ -21,6 +21,8 @@ import (
 	"github.com/hashicorp/go-retryablehttp"
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/compose"
+
+	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/internal/throwawayca"
 )
 
 // Options configures one server. The zero value of each field is usable
@@ -140,7 +142,7 @@ func Start(opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	caPEM, cert, err := throwawayTLS(addr.IP)
+	caPEM, cert, err := throwawayca.New("oauthserver", addr.IP)
 	if err != nil {
 		_ = ln.Close() // already failing
 		return nil, fmt.Errorf("making the throwaway CA: %w", err)
