@@ -4,12 +4,14 @@ VERSION     ?= v0.1.0
 # The e2e harness and the demo read it from the environment as well.
 export VERSION
 BIN         := bin
-# Where `make release` puts the release binaries and SHA256SUMS.
+# Where `make release` puts the release binaries and SHA256SUMS, and for
+# which platforms (GOOS/GOARCH) it builds them.
 DIST        ?= dist
+RELEASE_PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
 LDFLAGS     := -X github.com/mapsindoors/vault-plugin-secrets-mapsindoors.Version=$(VERSION)
 GO          ?= go
 
-.PHONY: all build release demo test unit fuzz e2e vault fmt fmt-check vet lint lint-go lint-sh tidy-check print-version bench bench-e2e
+.PHONY: all build release demo test unit fuzz e2e vault fmt fmt-check vet lint lint-go lint-sh tidy-check print-version print-release-platforms bench bench-e2e
 
 all: build
 
@@ -17,10 +19,10 @@ build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/$(PLUGIN) ./cmd/$(PLUGIN)
 	$(GO) build -trimpath -o $(BIN)/fakeupstream ./cmd/fakeupstream
 
-# Static release binaries for linux and darwin on amd64 and arm64, stamped
-# with VERSION, and their SHA256SUMS, in $(DIST): make release VERSION=v0.2.0
+# Static release binaries for RELEASE_PLATFORMS, stamped with VERSION, and
+# their SHA256SUMS, in $(DIST): make release VERSION=v0.2.0
 release:
-	VERSION=$(VERSION) LDFLAGS="$(LDFLAGS)" DIST=$(DIST) bash scripts/release.sh
+	VERSION=$(VERSION) LDFLAGS="$(LDFLAGS)" DIST=$(DIST) PLATFORMS="$(RELEASE_PLATFORMS)" bash scripts/release.sh
 
 # A real Vault dev server with the plugin, against the fake upstream.
 demo:
@@ -39,8 +41,11 @@ unit:
 fuzz:
 	FUZZTIME=$${FUZZTIME:-5s} bash scripts/fuzz.sh
 
+# The end-to-end tests mostly wait (on Vault's periodic function, a cron
+# minute, a lease's end), so more of them run at once than there are cores.
+E2E_PARALLEL ?= 6
 e2e: vault
-	cd e2e && VAULT_BIN="$$(bash ../scripts/vault.sh)" PLUGIN_VERSION=$(VERSION) $(GO) test -count=1 -timeout 25m . ./oauthserver/
+	cd e2e && VAULT_BIN="$$(bash ../scripts/vault.sh)" PLUGIN_VERSION=$(VERSION) $(GO) test -count=1 -timeout 25m -parallel $(E2E_PARALLEL) . ./oauthserver/
 
 # Builds (once) and prints the pinned Vault server.
 vault:
@@ -85,6 +90,9 @@ lint-go:
 
 print-version:
 	@echo $(VERSION)
+
+print-release-platforms:
+	@echo $(RELEASE_PLATFORMS)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

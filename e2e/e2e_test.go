@@ -222,8 +222,9 @@ func TestRestart_PersistentStorageKeepsConfigRolesAndPendingDeletions(t *testing
 	t.Parallel()
 	fake := startFake(t, fakeupstream.Options{})
 	dir := t.TempDir()
-	storage := fmt.Sprintf("storage \"file\" {\n  path = %q\n}\n", filepath.Join(dir, "data"))
-	v := newConfiguredServer(t, "file", dir, storage, freePort(t), freePort(t))
+	// Integrated storage, one node: what a production server runs.
+	storage := fmt.Sprintf("storage \"raft\" {\n  path    = %q\n  node_id = \"restart\"\n}\n", mkdir(t, filepath.Join(dir, "data")))
+	v := newConfiguredServer(t, "restart", dir, storage, freePort(t), freePort(t))
 	v.startConfigured()
 	unsealKey := initVault(t, v)
 	unseal(t, v, unsealKey)

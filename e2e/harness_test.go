@@ -164,7 +164,10 @@ func findVault() (string, error) {
 func buildPlugin(dir, version string) (pluginBuild, error) {
 	command := pluginName + "-" + version
 	out := filepath.Join(dir, command)
-	cmd := exec.CommandContext(context.Background(), "go", "build", "-trimpath",
+	// Plain go build flags, as go vet and the unit tests use, so the
+	// build reuses their compiled packages (-trimpath would compile every
+	// dependency again; the release test checks the release flags).
+	cmd := exec.CommandContext(context.Background(), "go", "build",
 		"-ldflags", "-X github.com/mapsindoors/vault-plugin-secrets-mapsindoors.Version="+version,
 		"-o", out, "./cmd/"+pluginName)
 	cmd.Dir = ".."

@@ -1,20 +1,19 @@
 #!/usr/bin/env bash
 # Builds the release binaries of the plugin: static (CGO_ENABLED=0), with
-# -trimpath and the version stamped by the Makefile's LDFLAGS, for linux and
-# darwin on amd64 and arm64, into DIST, with a SHA256SUMS file that
+# -trimpath and the version stamped by the Makefile's LDFLAGS, for each
+# GOOS/GOARCH in PLATFORMS, into DIST, with a SHA256SUMS file that
 # `sha256sum -c` (or `shasum -a 256 -c`) checks. Run it through
 #
 #   make release VERSION=v0.2.0            # into dist/
 #   make release VERSION=v0.2.0 DIST=/tmp/out
 #
-# which passes VERSION, LDFLAGS and DIST; the version is written in one place,
-# the Makefile, and this script refuses flags that do not stamp it.
+# which passes VERSION, LDFLAGS, DIST and PLATFORMS (RELEASE_PLATFORMS: linux
+# and darwin on amd64 and arm64); the version is written in one place, the
+# Makefile, and this script refuses flags that do not stamp it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 plugin=vault-plugin-secrets-mapsindoors
-platforms=(linux/amd64 linux/arm64 darwin/amd64 darwin/arm64)
-
 version="${VERSION:-}"
 ldflags="${LDFLAGS:-}"
 dist="${DIST:-dist}"
@@ -31,6 +30,17 @@ if [[ "$ldflags" != *"Version=$version"* ]]; then
   echo "LDFLAGS does not stamp version $version; run this through 'make release VERSION=$version'." >&2
   exit 1
 fi
+read -r -a platforms <<<"${PLATFORMS:-}"
+if [[ ${#platforms[@]} -eq 0 ]]; then
+  echo "PLATFORMS is empty; run this through 'make release', which sets it." >&2
+  exit 1
+fi
+for platform in "${platforms[@]}"; do
+  if [[ ! "$platform" =~ ^[a-z0-9]+/[a-z0-9]+$ ]]; then
+    echo "PLATFORMS must be GOOS/GOARCH pairs such as linux/amd64; got '$platform'." >&2
+    exit 1
+  fi
+done
 if [[ -n "$(git status --porcelain 2>/dev/null)" ]]; then
   echo "Note: the work tree has uncommitted changes; build a release from a clean, tagged commit." >&2
 fi

@@ -1,6 +1,7 @@
 // Command vault is the pinned Vault server the end-to-end tests and the demo
 // run. It is built from the Go module proxy because no vault binary can be
-// downloaded here; see scripts/vault.sh for where the binary is cached.
+// downloaded here; scripts/vault.sh builds it with Vault's "minimal" build
+// tag and says where the binary is cached.
 package main
 
 import (
