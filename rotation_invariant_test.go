@@ -19,8 +19,9 @@ import (
 )
 
 // The rotation invariant, tried at every step: whatever single fault hits
-// any storage write or upstream call of a rotation, of the deletion of the
-// secret it replaced, or of the rollback of a rotation that crashed, once
+// any storage write, storage read or upstream call of a rotation, of the
+// deletion of the secret it replaced, or of the rollback of a rotation that
+// crashed, once
 // Vault's rollback and periodic functions have run,
 //   - the stored secret works upstream,
 //   - the only live upstream secrets are the stored one and those the
@@ -47,21 +48,27 @@ const (
 var (
 	storageFaults  = []faultKind{faultError, faultCommitThenError, faultCrashBefore, faultCrashAfter, faultLeadershipLost}
 	upstreamFaults = []faultKind{faultError, faultCrashBefore, faultCrashAfter, faultLate}
+	// A read changes nothing: it fails, or the process dies at it.
+	readFaults = []faultKind{faultError, faultCrashBefore}
 
 	errInjected = errors.New("injected fault")
 	errCrashed  = errors.New("the process is gone")
 )
 
-// chaos counts the storage writes and upstream calls of one process and
-// injects one fault at the armed step. After a crash every further step of
-// that process fails, as nothing a dead process does reaches anything.
+// chaos counts the storage writes and upstream calls of one process, and
+// apart from them its storage reads, and injects one fault at the armed step
+// or the armed read. After a crash every further step of that process fails,
+// as nothing a dead process does reaches anything.
 type chaos struct {
-	mu      sync.Mutex
-	trace   []string
-	target  int
-	kind    faultKind
-	dead    bool
-	onFirst func()
+	mu         sync.Mutex
+	trace      []string
+	target     int
+	kind       faultKind
+	reads      []string
+	readTarget int
+	readKind   faultKind
+	dead       bool
+	onFirst    func()
 	// late is what lands after the process moved on (or died).
 	late func()
 	// readOnly: the process lost its leadership; its writes fail from now.
@@ -89,6 +96,41 @@ func (c *chaos) arm(target int, kind faultKind) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.trace, c.target, c.kind, c.dead, c.late, c.readOnly = nil, target, kind, false, nil, false
+	c.reads, c.readTarget, c.readKind = nil, 0, ""
+}
+
+// armRead makes the fault hit the target-th storage read instead.
+func (c *chaos) armRead(target int, kind faultKind) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reads, c.readTarget, c.readKind = nil, target, kind
+}
+
+// read records a storage read and says whether it fails, and how.
+func (c *chaos) read(op string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead {
+		return errCrashed
+	}
+	c.reads = append(c.reads, op)
+	if len(c.reads) != c.readTarget {
+		return nil
+	}
+	switch c.readKind {
+	case faultError:
+		return errInjected
+	case faultCrashBefore:
+		c.dead = true
+		return errCrashed
+	}
+	return nil
+}
+
+func (c *chaos) readSteps() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.reads)
 }
 
 // step records op and says which fault, if any, hits it.
@@ -181,15 +223,15 @@ func (s *chaosStorage) Delete(ctx context.Context, key string) error {
 }
 
 func (s *chaosStorage) Get(ctx context.Context, key string) (*logical.StorageEntry, error) {
-	if s.c.isDead() {
-		return nil, errCrashed
+	if err := s.c.read(storageOp("get", key)); err != nil {
+		return nil, err
 	}
 	return s.Storage.Get(ctx, key)
 }
 
 func (s *chaosStorage) List(ctx context.Context, prefix string) ([]string, error) {
-	if s.c.isDead() {
-		return nil, errCrashed
+	if err := s.c.read(storageOp("list", prefix)); err != nil {
+		return nil, err
 	}
 	return s.Storage.List(ctx, prefix)
 }
@@ -390,6 +432,11 @@ type phase struct {
 
 func invariantPhases() []phase {
 	rotate := func(t *testing.T, w *invariantWorld) { _, _ = w.e.rotate(t) }
+	// Vault logs what its rollback request returns and sends it again a
+	// minute later: under a fault it may fail, and settle sends it again.
+	rollback := func(t *testing.T, w *invariantWorld) {
+		_, _ = w.e.do(t, logical.RollbackOperation, "", map[string]any{})
+	}
 	return []phase{
 		{name: "rotation", grace: "0s", setup: func(*testing.T, *invariantWorld) {}, run: rotate},
 		{name: "rotation with grace", grace: "10m", setup: func(*testing.T, *invariantWorld) {}, run: rotate},
@@ -401,7 +448,7 @@ func invariantPhases() []phase {
 				w.e.read(t, "creds/app")
 				w.clock.Add(11 * time.Minute)
 			},
-			run: func(t *testing.T, w *invariantWorld) { w.e.rollback(t) },
+			run: rollback,
 		},
 		{
 			name: "rollback of a crashed rotation", grace: "0s",
@@ -414,7 +461,7 @@ func invariantPhases() []phase {
 				w.e.read(t, "creds/app")
 				w.e.ageWALs(t)
 			},
-			run: func(t *testing.T, w *invariantWorld) { w.e.rollback(t) },
+			run: rollback,
 		},
 	}
 }
@@ -427,10 +474,11 @@ func TestRotationInvariant_EveryFaultAtEveryStep(t *testing.T) {
 		p.setup(t, w)
 		w.enterChaos(t, 0, "")
 		p.run(t, w)
-		steps := w.chaos.steps()
+		steps, reads := w.chaos.steps(), w.chaos.readSteps()
 		w.leaveChaos(t)
 		w.settle(t)
 		require.NotEmpty(t, steps, p.name)
+		require.NotEmpty(t, reads, p.name)
 
 		for i, op := range steps {
 			kinds := upstreamFaults
@@ -445,6 +493,21 @@ func TestRotationInvariant_EveryFaultAtEveryStep(t *testing.T) {
 					w.enterChaos(t, i+1, kind)
 					p.run(t, w)
 					require.Equal(t, op, w.chaos.steps()[i], "the run took the same steps up to the fault")
+					w.leaveChaos(t)
+					w.settle(t)
+				})
+			}
+		}
+		for i, op := range reads {
+			for _, kind := range readFaults {
+				cases++
+				t.Run(fmt.Sprintf("%s/read %d %s/%s", p.name, i+1, op, kind), func(t *testing.T) {
+					w := newInvariantWorld(t, p.grace)
+					p.setup(t, w)
+					w.enterChaos(t, 0, "")
+					w.chaos.armRead(i+1, kind)
+					p.run(t, w)
+					require.Equal(t, op, w.chaos.readSteps()[i], "the run made the same reads up to the fault")
 					w.leaveChaos(t)
 					w.settle(t)
 				})
