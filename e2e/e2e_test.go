@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,6 +34,38 @@ func readCreds(t *testing.T, v *vaultServer, fake *fakeupstream.Server, mount, r
 	leaseID = resp["lease_id"].(string)
 	require.True(t, strings.HasPrefix(leaseID, mount+"/creds/"+role+"/"), leaseID)
 	return token, leaseID
+}
+
+// Dev servers must keep their root token to themselves: a dev server
+// stores it in ~/.vault-token by default, where the servers of parallel
+// tests raced on renaming the same file (and one exited while starting),
+// and where it replaced the token of whoever ran the tests.
+func TestHarness_DevServerLeavesTheTokenHelperAlone(t *testing.T) {
+	requireVault(t)
+	t.Parallel()
+	v := startDevVault(t)
+	_, err := os.Stat(filepath.Join(v.home, ".vault-token"))
+	require.ErrorIs(t, err, fs.ErrNotExist, "the dev server stored its root token in its HOME")
+}
+
+// A failing test dumps the server's log; the dev banner and "operator
+// init" print keys and tokens there, which the dump must not repeat.
+func TestHarness_ServerLogDumpHidesKeysAndTokens(t *testing.T) {
+	t.Parallel()
+	log := strings.Join([]string{
+		"Unseal Key: c2VjcmV0LXVuc2VhbC1rZXk=",
+		"Root Token: hvs.dev-root",
+		"Unseal Key 1: c2Vjb25kLWtleQ==",
+		"Recovery Key 2: cmVjb3Zlcnk=",
+		"Initial Root Token: hvs.initial",
+		"2026-11-23T16:21:17.953Z [INFO]  core: vault is sealed",
+	}, "\n")
+	got := redactServerLog(log)
+	for _, secret := range []string{"c2VjcmV0LXVuc2VhbC1rZXk=", "hvs.dev-root", "c2Vjb25kLWtleQ==", "cmVjb3Zlcnk=", "hvs.initial"} {
+		require.NotContains(t, got, secret)
+	}
+	require.Contains(t, got, "Unseal Key 1: (redacted)")
+	require.Contains(t, got, "core: vault is sealed", "the rest of the log is kept")
 }
 
 func TestCLI_RegisterConfigureReadRevokeRotateAndAudit(t *testing.T) {

@@ -244,6 +244,7 @@ type vaultServer struct {
 	token   string
 	config  string
 	logPath string
+	home    string // the process's HOME: its own, never the runner's
 	cmd     *exec.Cmd
 	exited  chan struct{}
 }
@@ -258,7 +259,7 @@ func startDevVault(t testing.TB) *vaultServer {
 	require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf("plugin_directory = %q\n", pluginDir)), 0o600))
 	v := &vaultServer{t: t, name: "dev", addr: fmt.Sprintf("http://127.0.0.1:%d", port), token: "root", config: cfg,
 		logPath: filepath.Join(dir, "vault.log")}
-	v.start("server", "-dev", "-dev-root-token-id=root", fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port), "-config="+cfg)
+	v.start("server", "-dev", "-dev-root-token-id=root", "-dev-no-store-token", fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port), "-config="+cfg)
 	v.waitHealthy(func(code int) bool { return code == http.StatusOK })
 	return v
 }
@@ -292,7 +293,12 @@ func (v *vaultServer) start(args ...string) {
 	// The server outlives this call: stop() ends it, and a context would
 	// kill it before the test's cleanups ran.
 	cmd := exec.Command(vaultBin, args...) //nolint:noctx // see above
-	cmd.Env = cleanEnv()
+	if v.home == "" {
+		v.home = v.t.TempDir()
+	}
+	// Its own HOME: a dev server stores its root token in ~/.vault-token,
+	// and neither the runner's token nor another server's may be touched.
+	cmd.Env = append(cleanEnv(), "HOME="+v.home)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Its own process group, so stopping it also stops its plugins.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -341,7 +347,7 @@ func (v *vaultServer) dumpLog() {
 	if err != nil {
 		return
 	}
-	lines := strings.Split(string(data), "\n")
+	lines := strings.Split(redactServerLog(string(data)), "\n")
 	var problems []string
 	for _, l := range lines {
 		if strings.Contains(l, "[ERROR]") || strings.Contains(l, "[WARN]") {
@@ -353,6 +359,16 @@ func (v *vaultServer) dumpLog() {
 	}
 	v.t.Logf("warnings and errors in the %s log:\n%s\nits last lines:\n%s", v.name,
 		strings.Join(problems, "\n"), strings.Join(lines, "\n"))
+}
+
+// serverSecrets are the lines where a server prints what unseals it or
+// logs in to it: a dev server's banner, "vault operator init".
+var serverSecrets = regexp.MustCompile(`(?m)^(\s*(?:Unseal Key(?: \d+)?|Recovery Key(?: \d+)?|Root Token|Initial Root Token):)\s*\S+`)
+
+// redactServerLog blanks those lines' values, so a failing test's dump of
+// the log shows no key or token.
+func redactServerLog(log string) string {
+	return serverSecrets.ReplaceAllString(log, "$1 (redacted)")
 }
 
 func (v *vaultServer) waitHealthy(ok func(code int) bool) {
