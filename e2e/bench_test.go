@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -256,9 +255,7 @@ func vmRSS(b *testing.B, pid int) int64 {
 func buildNoopPlugin(b *testing.B) pluginBuild {
 	b.Helper()
 	out := filepath.Join(pluginDir, "noop-plugin")
-	cmd := exec.CommandContext(context.Background(), "go", "build", "-o", out, "./noopplugin")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	require.NoError(b, cmd.Run())
+	require.NoError(b, goBuild(".", "-o", out, "./noopplugin").Run())
 	data, err := os.ReadFile(out)
 	require.NoError(b, err)
 	sum := sha256.Sum256(data)

@@ -164,14 +164,8 @@ func findVault() (string, error) {
 func buildPlugin(dir, version string) (pluginBuild, error) {
 	command := pluginName + "-" + version
 	out := filepath.Join(dir, command)
-	// Plain go build flags, as go vet and the unit tests use, so the
-	// build reuses their compiled packages (-trimpath would compile every
-	// dependency again; the release test checks the release flags).
-	cmd := exec.CommandContext(context.Background(), "go", "build",
-		"-ldflags", "-X github.com/mapsindoors/vault-plugin-secrets-mapsindoors.Version="+version,
+	cmd := goBuild("..", "-ldflags", "-X github.com/mapsindoors/vault-plugin-secrets-mapsindoors.Version="+version,
 		"-o", out, "./cmd/"+pluginName)
-	cmd.Dir = ".."
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		return pluginBuild{}, err
 	}
@@ -181,6 +175,17 @@ func buildPlugin(dir, version string) (pluginBuild, error) {
 	}
 	sum := sha256.Sum256(data)
 	return pluginBuild{Version: version, Command: command, SHA256: hex.EncodeToString(sum[:])}, nil
+}
+
+// goBuild is "go build" in dir with the release's flags: no cgo and
+// -trimpath, as make release, make build, make vet and make e2e use, so
+// every build of a make test run reuses the packages vet compiled.
+func goBuild(dir string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(context.Background(), "go", append([]string{"build", "-trimpath"}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	return cmd
 }
 
 func requireVault(t testing.TB) {

@@ -41,9 +41,7 @@ func buildOAuthServer(t testing.TB) string {
 	t.Helper()
 	oauthServerOnce.Do(func() {
 		out := filepath.Join(pluginDir, "oauthserver-e2e")
-		cmd := exec.CommandContext(context.Background(), "go", "build", "-o", out, "./oauthserver")
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if oauthServerErr = cmd.Run(); oauthServerErr == nil {
+		if oauthServerErr = goBuild(".", "-o", out, "./oauthserver").Run(); oauthServerErr == nil {
 			oauthServerBin = out
 		}
 	})
