@@ -228,7 +228,7 @@ func (b *backend) promoteNextKey(ctx context.Context, s logical.Storage, cfg *co
 			"kid", next.KeyID, "failed_promotions", k.FailedPromotions, "next_attempt", formatTime(k.NextPromotionAttempt), "error", proofErr)
 		return promotion{refused: proofErr}, nil
 	}
-	updated, early := boundPrevious(promote(set, now, cfg.PreviousSecretGrace))
+	updated, early := promote(set, now, cfg.PreviousSecretGrace)
 	if err := b.storeKeys(ctx, s, updated); err != nil {
 		return promotion{}, fmt.Errorf("the server accepts the new key %s, but it could not be made the signing key: %w", next.KeyID, err)
 	}
@@ -271,8 +271,9 @@ func (f fixedSigner) SigningKey(context.Context) (upstream.SigningKey, error) {
 
 // promote makes the next key current and the current one previous, due to
 // leave the JWKS after grace (at once without one), and drops previous
-// keys whose time has come.
-func promote(set *keySet, now time.Time, grace time.Duration) *keySet {
+// keys whose time has come, and the oldest over maxPreviousKeys (named in
+// early).
+func promote(set *keySet, now time.Time, grace time.Duration) (promoted *keySet, early []string) {
 	updated := set.clone()
 	for i := range updated.Keys {
 		k := &updated.Keys[i]
@@ -285,7 +286,7 @@ func promote(set *keySet, now time.Time, grace time.Duration) *keySet {
 			k.LastPromotionErrorAt, k.NextPromotionAttempt = time.Time{}, time.Time{}
 		}
 	}
-	return prune(updated, now)
+	return boundPrevious(prune(updated, now))
 }
 
 // prune drops the previous keys due to leave the JWKS.

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -220,7 +221,7 @@ func TestKeys_ConfigRewritesKeepTheKeyAndSecretsAreNotStored(t *testing.T) {
 	// keeps the key the server has registered.
 	e.writeConfig(t, map[string]any{"scopes": "read", "key_type": "ec-p256", "client_id": e.fake.Credentials().ClientID})
 	set := e.storedKeys(t)
-	require.Len(t, set.Keys, 1)
+	require.Equal(t, 1, len(set.Keys))
 	require.Equal(t, first, set.Keys[0].KeyID)
 	require.Equal(t, "RS256", set.Keys[0].Algorithm, "a new key_type applies from the next rollover")
 	require.Empty(t, e.storedConfig(t).ClientSecret)
@@ -240,14 +241,14 @@ func TestKeys_KeysAreRetiredWithTheirConfigAndNeverReused(t *testing.T) {
 	require.False(t, resp.IsError(), "%v", resp.Error())
 	require.Len(t, resp.Warnings, 1)
 	require.Contains(t, resp.Warnings[0], "retired this mount's private_key_jwt signing keys "+first)
-	require.Empty(t, e.storedKeys(t).Keys)
+	require.Zero(t, len(e.storedKeys(t).Keys))
 	_, published := e.jwks(t)
 	require.Empty(t, published.Keys)
 	require.Contains(t, e.logs.String(), "retired the signing keys with their config")
 
 	resp, err = e.write(t, "config", map[string]any{"token_auth_method": "private_key_jwt", "client_secret": ""})
 	requireBadRequest(t, resp, err, "private_key_jwt can only be set on a new config")
-	require.Empty(t, e.storedKeys(t).Keys, "no key was made")
+	require.Zero(t, len(e.storedKeys(t).Keys), "no key was made")
 
 	// Keys a config left behind (as a delete that did not retire them
 	// leaves them) are not the next config's.
@@ -261,7 +262,7 @@ func TestKeys_KeysAreRetiredWithTheirConfigAndNeverReused(t *testing.T) {
 	require.False(t, resp.IsError(), "%v", resp.Error())
 	require.Contains(t, strings.Join(resp.Warnings, "\n"), "retired this mount's private_key_jwt signing keys "+left)
 	set := e.storedKeys(t)
-	require.Len(t, set.Keys, 1)
+	require.Equal(t, 1, len(set.Keys))
 	require.NotEqual(t, left, set.Keys[0].KeyID, "a new config signs with a new key")
 	require.NotEqual(t, first, set.Keys[0].KeyID)
 }
@@ -300,7 +301,7 @@ func TestKeys_BadInputIsRefusedAndTheStoredConfigKept(t *testing.T) {
 		})
 	}
 	require.Equal(t, before, e.storedConfig(t), "the config is as it was")
-	require.Equal(t, keysBefore, e.storedKeys(t), "the keys are as they were")
+	require.True(t, reflect.DeepEqual(keysBefore, e.storedKeys(t)), "the keys are as they were")
 
 	// Where the assertions go is fixed for the life of the config
 	// (attack_config_writer_test.go tries every move).
@@ -359,7 +360,7 @@ func TestJWKS_ServedWithoutTokenAndWithoutWaitingForRotations(t *testing.T) {
 
 	e.writeConfig(t, e.fake.JWTPluginConfig("private_key_jwt"))
 	_, set = e.jwks(t)
-	require.Len(t, set.Keys, 1)
+	require.Equal(t, 1, len(set.Keys))
 
 	// A rotation holds the write lock while it waits for the server, which
 	// is fetching the JWKS meanwhile: the JWKS must not wait for it. After a
@@ -375,7 +376,7 @@ func TestJWKS_ServedWithoutTokenAndWithoutWaitingForRotations(t *testing.T) {
 		go func() {
 			defer close(done)
 			_, got := e.jwks(t)
-			require.Len(t, got.Keys, 1)
+			require.Equal(t, 1, len(got.Keys))
 		}()
 		select {
 		case <-done:
