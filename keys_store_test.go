@@ -83,3 +83,27 @@ func TestRetireSigningKeys_AFailedDeleteLeavesTheNodeOnWhatStorageHolds(t *testi
 		}
 	}
 }
+
+// A write that moves away from private_key_jwt has committed when it
+// retires the keys: if that fails, the write says so, and the periodic
+// function retires them.
+func TestRetireSigningKeys_AFailedRetirementIsRetriedByThePeriodicFunction(t *testing.T) {
+	e := newJWTEnv(t, nil)
+	kid := e.storedKeys(t).Keys[0].KeyID
+	plain := e.storage
+	e.storage = &failingDeletes{Storage: plain, key: keysStoragePath}
+
+	resp, err := e.write(t, "config", map[string]any{"token_auth_method": "client_secret_post", "client_secret": e.fake.Credentials().ClientSecret})
+	require.NoError(t, err)
+	require.False(t, resp.IsError(), "%v", resp.Error())
+	require.Contains(t, resp.Warnings, "the config no longer uses private_key_jwt, but its signing keys could not be retired yet: they sign nothing, "+
+		"and Vault retires them within minutes (or delete and write the config again)")
+	require.Equal(t, "client_secret_post", e.storedConfig(t).TokenAuthMethod, "the write is stored")
+	require.Equal(t, []string{kid}, []string{e.storedKeys(t).Keys[0].KeyID})
+
+	e.storage = plain
+	e.rollback(t) // the periodic function
+	require.Zero(t, len(e.storedKeys(t).Keys))
+	_, published := e.jwks(t)
+	require.Empty(t, published.Keys)
+}
