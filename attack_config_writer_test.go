@@ -5,10 +5,13 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/stretchr/testify/require"
 
 	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/fakeupstream"
+	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/upstream"
 )
 
 // The attacks of an operator whose only right on the mount is `update` on
@@ -52,6 +55,19 @@ func requireNothingHarvested(t *testing.T, e *testEnv, attacker *fakeupstream.Re
 	}
 	require.Empty(t, attacker.Credentials(), "the attacker's host received a credential")
 	require.Empty(t, attacker.Received(), "the attacker's host received a request")
+}
+
+// The control for requireNothingHarvested's replay: an assertion of the
+// mount's, had the attacker got one, buys a live token at the real server.
+func TestAttackConfigWriter_ControlAHarvestedAssertionWouldBuyAToken(t *testing.T) {
+	e, _ := configWriterTarget(t)
+	key, err := e.b.keys.SigningKey(t.Context())
+	require.NoError(t, err)
+	assertion, err := upstream.NewAssertion(key, e.fake.Credentials().ClientID, e.fake.JWTTokenURL(), time.Now())
+	require.NoError(t, err)
+	live, err := e.fake.ReplayAssertion(e.fake.Credentials().ClientID, assertion)
+	require.NoError(t, err)
+	require.True(t, live)
 }
 
 func TestAttackConfigWriter_PrivateKeyJWTDestinationCannotBeMoved(t *testing.T) {
@@ -188,4 +204,19 @@ func TestAttackConfigWriter_RepointingClientSecretIDNeedsTheSecret(t *testing.T)
 
 	// The one who holds the secret may name its id.
 	e.writeConfig(t, map[string]any{"client_secret": e.storedConfig(t).ClientSecret, "client_secret_id": e.storedConfig(t).ClientSecretID})
+}
+
+// The verify login checks the trust rules itself, so that no order of a
+// config write's steps sends it where the write may not move the config.
+func TestAttackConfigWriter_VerifyLoginRefusesADestinationTheWriteCouldNotMoveTo(t *testing.T) {
+	e, attacker := configWriterTarget(t)
+	stored := e.storedConfig(t)
+	next := stored.clone()
+	next.TokenURL, next.CACert, next.AssertionAudience = attacker.URL()+"/token", attacker.CACertPEM(), e.fake.JWTTokenURL()
+	raw := map[string]any{"token_url": next.TokenURL, "ca_cert": next.CACert, "assertion_audience": next.AssertionAudience, verifyConnectionField: true}
+	d := &framework.FieldData{Raw: raw, Schema: pathConfig(e.b)[0].Fields}
+
+	resp, err := e.b.verifyNewConfig(t.Context(), d, stored, next)
+	requireBadRequest(t, resp, err, "delete the config")
+	requireNothingHarvested(t, e, attacker)
 }
