@@ -49,7 +49,7 @@ func configWriterTarget(t *testing.T) (*testEnv, *fakeupstream.Recorder) {
 func requireNothingHarvested(t *testing.T, e *testEnv, attacker *fakeupstream.Recorder) {
 	t.Helper()
 	for _, a := range attacker.Assertions() {
-		live, err := e.fake.ReplayAssertion(e.fake.Credentials().ClientID, a)
+		live, err := e.fake.ReplayAssertion(t.Context(), e.fake.Credentials().ClientID, a)
 		require.NoError(t, err)
 		require.False(t, live, "an assertion the attacker's host received buys a token at the real server")
 	}
@@ -65,7 +65,7 @@ func TestAttackConfigWriter_ControlAHarvestedAssertionWouldBuyAToken(t *testing.
 	require.NoError(t, err)
 	assertion, err := upstream.NewAssertion(key, e.fake.Credentials().ClientID, e.fake.JWTTokenURL(), time.Now())
 	require.NoError(t, err)
-	live, err := e.fake.ReplayAssertion(e.fake.Credentials().ClientID, assertion)
+	live, err := e.fake.ReplayAssertion(t.Context(), e.fake.Credentials().ClientID, assertion)
 	require.NoError(t, err)
 	require.True(t, live)
 }

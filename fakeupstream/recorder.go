@@ -1,6 +1,7 @@
 package fakeupstream
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -115,7 +116,7 @@ func (rec *Recorder) Assertions() []string {
 // ReplayAssertion is the attacker's next step: it presents assertion at the
 // real token endpoint as the client, and says whether it bought a live
 // token there.
-func (s *Server) ReplayAssertion(clientID, assertion string) (bool, error) {
+func (s *Server) ReplayAssertion(ctx context.Context, clientID, assertion string) (bool, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(s.caPEM) {
 		return false, errors.New("the fake's CA does not parse")
@@ -130,7 +131,12 @@ func (s *Server) ReplayAssertion(clientID, assertion string) (bool, error) {
 		"client_assertion_type": {ClientAssertionType},
 		"client_assertion":      {assertion},
 	}
-	resp, err := hc.Post(s.JWTTokenURL(), "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.JWTTokenURL(), strings.NewReader(form.Encode()))
+	if err != nil {
+		return false, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := hc.Do(req)
 	if err != nil {
 		return false, err
 	}

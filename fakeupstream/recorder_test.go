@@ -40,7 +40,7 @@ func TestReplayAssertion_AJunkAssertionBuysNothing(t *testing.T) {
 	s, err := Start(Options{})
 	require.NoError(t, err)
 	defer s.Close()
-	live, err := s.ReplayAssertion(s.Credentials().ClientID, "not.an.assertion")
+	live, err := s.ReplayAssertion(t.Context(), s.Credentials().ClientID, "not.an.assertion")
 	require.NoError(t, err)
 	require.False(t, live)
 }
