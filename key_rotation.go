@@ -79,13 +79,16 @@ func (r *rotationRun) rollKeys() (*rotationResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	if r.trigger == triggerSchedule && r.rolledOverAlready(set) {
+		return nil, nil
+	}
 	out := &keyRollover{RotatedAt: now}
 	res := &rotationResult{RotatedAt: now, Keys: out}
 
 	if set.find(keyCurrent) == nil {
 		// A mount configured before it had keys: its first key signs at
 		// once, as the config write would have made it.
-		if _, err := r.b.ensureSigningKey(r.ctx, r.s, r.cfg); err != nil {
+		if _, _, err := r.b.ensureSigningKey(r.ctx, r.s, r.stored, r.cfg); err != nil {
 			return nil, err
 		}
 		if set, err = getKeySet(r.ctx, r.s); err != nil {
@@ -93,6 +96,9 @@ func (r *rotationRun) rollKeys() (*rotationResult, error) {
 		}
 		cur := set.find(keyCurrent)
 		out.NewKeyID, out.Started, out.Promoted, out.SigningKeyID = cur.KeyID, true, true, cur.KeyID
+		if w := r.markKeysRotated(set.RolledOverAt); w != "" {
+			res.Warnings = append(res.Warnings, w)
+		}
 		return res, nil
 	}
 
@@ -104,6 +110,9 @@ func (r *rotationRun) rollKeys() (*rotationResult, error) {
 		k.State, k.PromoteAfter = keyNext, now.Add(r.cfg.KeyRolloverDelay)
 		updated := set.clone()
 		updated.Keys = append(updated.Keys, k)
+		// The schedule counts from here, whatever becomes of the config
+		// write below: this entry records it with the key.
+		updated.RolledOverAt = r.started
 		// 1. Published before anything is signed with it.
 		if err := r.b.storeKeys(r.ctx, r.s, updated); err != nil {
 			return nil, err
@@ -111,7 +120,7 @@ func (r *rotationRun) rollKeys() (*rotationResult, error) {
 		set, out.Started = updated, true
 		r.log.Info("key rollover started: the new key is published", "kid", k.KeyID, "alg", k.Algorithm,
 			"promote_after", formatTime(k.PromoteAfter))
-		if w := r.markKeysRotated(); w != "" {
+		if w := r.markKeysRotated(r.started); w != "" {
 			res.Warnings = append(res.Warnings, w)
 		}
 	}
@@ -147,13 +156,15 @@ func (r *rotationRun) rollKeys() (*rotationResult, error) {
 	return res, nil
 }
 
-// markKeysRotated records, for rotation_period and rotation_schedule, that a
-// rollover began, and clears a failure of an earlier rotate-root. Until the
-// next key is promoted no further rollover starts, so a config write that
-// fails here costs nothing but the schedule's accuracy: it is a warning.
-func (r *rotationRun) markKeysRotated() string {
+// markKeysRotated records in the config, for rotation_period and
+// rotation_schedule and for reads, that a rollover began at, and clears a
+// failure of an earlier rotate-root. The key set records the same time with
+// the key (RolledOverAt), and a scheduled run consults it
+// (rolledOverAlready), so a config write that fails here cannot make one
+// scheduled time roll the keys over twice: it is a warning.
+func (r *rotationRun) markKeysRotated(at time.Time) string {
 	updated := r.stored.clone()
-	updated.LastRotated = r.started
+	updated.LastRotated = at
 	updated.Rotation = rotationStatus{}
 	if err := putConfig(r.ctx, r.s, updated); err != nil {
 		r.log.Warn("the key rollover began, but its time could not be recorded for the rotation schedule", "error", err)
@@ -161,6 +172,28 @@ func (r *rotationRun) markKeysRotated() string {
 	}
 	r.b.reset()
 	return ""
+}
+
+// rolledOverAlready says whether a scheduled run finds its scheduled time
+// served by a rollover that the config does not show: one whose
+// last_rotated write failed, or whose key write committed but reported
+// failure. It then records that rollover's time in the config (repairing
+// it, best effort) and the run does nothing: one scheduled time, one
+// rollover. A next key it left is promoted by settleSigningKeys.
+func (r *rotationRun) rolledOverAlready(set *keySet) bool {
+	if !set.RolledOverAt.After(r.stored.LastRotated) {
+		return false
+	}
+	seen := r.stored.clone()
+	seen.LastRotated = set.RolledOverAt
+	if seen.dueForRotation(r.b.now()) {
+		return false
+	}
+	r.log.Info("the scheduled key rollover already ran; recording its time in the config", "rolled_over_at", formatTime(set.RolledOverAt))
+	if w := r.markKeysRotated(set.RolledOverAt); w != "" {
+		r.log.Warn(w)
+	}
+	return true
 }
 
 // promotion is how an attempt to promote the next key went.
@@ -195,9 +228,13 @@ func (b *backend) promoteNextKey(ctx context.Context, s logical.Storage, cfg *co
 			"kid", next.KeyID, "failed_promotions", k.FailedPromotions, "next_attempt", formatTime(k.NextPromotionAttempt), "error", proofErr)
 		return promotion{refused: proofErr}, nil
 	}
-	updated := promote(set, now, cfg.PreviousSecretGrace)
+	updated, early := promote(set, now, cfg.PreviousSecretGrace)
 	if err := b.storeKeys(ctx, s, updated); err != nil {
 		return promotion{}, fmt.Errorf("the server accepts the new key %s, but it could not be made the signing key: %w", next.KeyID, err)
+	}
+	if len(early) > 0 {
+		log.Warn("more previous signing keys than a mount keeps: the oldest left the JWKS before their grace ended",
+			"kids", early, "max_previous_keys", maxPreviousKeys)
 	}
 	log.Info("key rollover: the new key signs from now on", "kid", next.KeyID)
 	return promotion{promoted: updated}, nil
@@ -234,8 +271,9 @@ func (f fixedSigner) SigningKey(context.Context) (upstream.SigningKey, error) {
 
 // promote makes the next key current and the current one previous, due to
 // leave the JWKS after grace (at once without one), and drops previous
-// keys whose time has come.
-func promote(set *keySet, now time.Time, grace time.Duration) *keySet {
+// keys whose time has come, and the oldest over maxPreviousKeys (named in
+// early).
+func promote(set *keySet, now time.Time, grace time.Duration) (promoted *keySet, early []string) {
 	updated := set.clone()
 	for i := range updated.Keys {
 		k := &updated.Keys[i]
@@ -248,7 +286,7 @@ func promote(set *keySet, now time.Time, grace time.Duration) *keySet {
 			k.LastPromotionErrorAt, k.NextPromotionAttempt = time.Time{}, time.Time{}
 		}
 	}
-	return prune(updated, now)
+	return boundPrevious(prune(updated, now))
 }
 
 // prune drops the previous keys due to leave the JWKS.
@@ -281,7 +319,7 @@ func (s *keySet) needsWork(now time.Time) bool {
 func (b *backend) settleSigningKeys(ctx context.Context, s logical.Storage, mount string) {
 	log := b.Logger().With("mount", mount)
 	set, err := getKeySet(ctx, s)
-	if err != nil || !set.needsWork(b.now()) {
+	if err != nil || (!set.needsWork(b.now()) && !b.keysLeftBehind(ctx, s, set)) {
 		return
 	}
 	unlock, err := b.lockWrites(ctx)
@@ -298,6 +336,14 @@ func (b *backend) settleSigningKeys(ctx context.Context, s logical.Storage, moun
 		return
 	}
 	cfg := stored.resolved()
+	if !cfg.usesSigningKeys() {
+		// A write that moved away from private_key_jwt could not retire
+		// the keys of the config it replaced: they are retired now.
+		if _, err := b.retireSigningKeys(ctx, s); err != nil {
+			log.Warn("could not retire the signing keys of a config that no longer uses them; retried about once a minute", "error", err)
+		}
+		return
+	}
 	if set, err = getKeySet(ctx, s); err != nil {
 		return
 	}
@@ -310,10 +356,17 @@ func (b *backend) settleSigningKeys(ctx context.Context, s logical.Storage, moun
 		log.Info("previous signing keys left the JWKS", "dropped", len(set.Keys)-len(pruned.Keys))
 		set = pruned
 	}
-	if !cfg.usesSigningKeys() {
-		return // nothing signs; a pending key waits until something does
-	}
 	if _, err := b.promoteNextKey(ctx, s, cfg, set, now, false, log); err != nil {
 		log.Warn("key promotion failed; retried about once a minute", "error", err)
 	}
+}
+
+// keysLeftBehind says whether the stored config no longer uses the keys
+// that are stored: read without the write lock, as needsWork is.
+func (b *backend) keysLeftBehind(ctx context.Context, s logical.Storage, set *keySet) bool {
+	if len(set.Keys) == 0 {
+		return false
+	}
+	stored, err := getConfig(ctx, s)
+	return err == nil && stored != nil && !stored.resolved().usesSigningKeys()
 }

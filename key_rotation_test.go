@@ -85,7 +85,7 @@ func TestKeyRollover_JWKSURIServerPromotesAtOnceAndDropsTheOldKeyAfterGrace(t *t
 	clock.Add(59 * time.Minute)
 	e.rollback(t)
 	_, set = e.jwks(t)
-	require.Len(t, set.Keys, 2, "not before the grace ends")
+	require.Equal(t, 2, len(set.Keys), "not before the grace ends")
 	clock.Add(time.Minute)
 	e.rollback(t)
 	_, set = e.jwks(t)
@@ -127,7 +127,7 @@ func TestKeyRollover_DelayPublishesFirstAndThePeriodicFunctionPromotes(t *testin
 	require.NoError(t, err)
 	require.Equal(t, next, resp.Data["kid"])
 	require.Equal(t, false, resp.Data["rollover_started_here"])
-	require.Len(t, e.storedKeys(t).Keys, 2)
+	require.Equal(t, 2, len(e.storedKeys(t).Keys))
 
 	clock.Add(2*time.Hour - time.Second)
 	e.rollback(t)
@@ -215,7 +215,7 @@ func TestKeyRollover_StorageFailuresNeverLeaveAnUnpublishedKeySigning(t *testing
 	_, err := e.rotate(t)
 	require.ErrorContains(t, err, "store the signing keys: storage unavailable")
 	flaky.fail.Store(false)
-	require.Len(t, e.storedKeys(t).Keys, 1)
+	require.Equal(t, 1, len(e.storedKeys(t).Keys))
 	_, set := e.jwks(t)
 	require.Equal(t, []string{old}, kidsOf(set))
 	require.Equal(t, old, e.signedWith(t))
@@ -234,7 +234,7 @@ func TestKeyRollover_StorageFailuresNeverLeaveAnUnpublishedKeySigning(t *testing
 	e.fake.OnRequest(nil)
 	flaky.fail.Store(false)
 	set2 := e.storedKeys(t)
-	require.Len(t, set2.Keys, 2)
+	require.Equal(t, 2, len(set2.Keys))
 	require.Equal(t, old, set2.find(keyCurrent).KeyID)
 	signing := e.signedWith(t)
 	require.Equal(t, old, signing)
@@ -327,12 +327,12 @@ func TestJWKS_InvalidateReloadsFromStorage(t *testing.T) {
 	_, err := e.rotate(t) // the active node adds a key; the standby is told
 	require.NoError(t, err)
 	_, stale := jwksOf(t, standby, e.storage)
-	require.Len(t, stale.Keys, 1, "until invalidated, the standby serves what it loaded")
+	require.Equal(t, 1, len(stale.Keys), "until invalidated, the standby serves what it loaded")
 	standby.invalidate(context.Background(), keysStoragePath)
 	_, fresh := jwksOf(t, standby, e.storage)
 	_, active := e.jwks(t)
 	require.Equal(t, kidsOf(active), kidsOf(fresh))
-	require.Len(t, fresh.Keys, 2)
+	require.Equal(t, 2, len(fresh.Keys))
 }
 
 func jwksOf(t *testing.T, b *backend, s logical.Storage) ([]byte, jose.JSONWebKeySet) {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -25,13 +26,21 @@ import (
 // private key the mount ever stored reached a response or the log.
 func newJWTEnv(t *testing.T, extra map[string]any) *testEnv {
 	t.Helper()
+	return newJWTEnvWith(t, func(*fakeupstream.Server) map[string]any { return extra })
+}
+
+// newJWTEnvWith is newJWTEnv with extra fields that name the fake (its
+// revocation URL, say): where a private_key_jwt config's requests go is
+// fixed when it is written.
+func newJWTEnvWith(t *testing.T, extra func(*fakeupstream.Server) map[string]any) *testEnv {
+	t.Helper()
 	// Tokens outlive the hours a test moves its clock on.
 	e := newTestEnv(t, fakeupstream.Options{TokenLifetime: 10 * 24 * time.Hour})
 	rec := &keyRecordingStorage{Storage: e.storage, keys: map[string][]byte{}}
 	e.storage = rec
 	t.Cleanup(func() { e.assertNoPrivateKeys(t, rec) })
 	data := e.fake.JWTPluginConfig("private_key_jwt")
-	for k, v := range extra {
+	for k, v := range extra(e.fake) {
 		data[k] = v
 	}
 	e.writeConfig(t, data)
@@ -208,16 +217,54 @@ func TestKeys_FirstKeyIsMadePublishedAndSignsTokenRequests(t *testing.T) {
 func TestKeys_ConfigRewritesKeepTheKeyAndSecretsAreNotStored(t *testing.T) {
 	e := newJWTEnv(t, nil)
 	first := e.storedKeys(t).Keys[0].KeyID
-	// Changing other fields, the key type included, keeps the key the
-	// server has registered; switching the method away and back too.
-	e.writeConfig(t, map[string]any{"scopes": "read", "key_type": "ec-p256"})
-	e.writeConfig(t, map[string]any{"token_auth_method": "client_secret_basic", "client_secret": e.fake.Credentials().ClientSecret})
-	e.writeConfig(t, map[string]any{"token_auth_method": "private_key_jwt", "client_secret": ""})
+	// Changing fields that do not move the config, the key type included,
+	// keeps the key the server has registered.
+	e.writeConfig(t, map[string]any{"scopes": "read", "key_type": "ec-p256", "client_id": e.fake.Credentials().ClientID})
 	set := e.storedKeys(t)
-	require.Len(t, set.Keys, 1)
+	require.Equal(t, 1, len(set.Keys))
 	require.Equal(t, first, set.Keys[0].KeyID)
 	require.Equal(t, "RS256", set.Keys[0].Algorithm, "a new key_type applies from the next rollover")
 	require.Empty(t, e.storedConfig(t).ClientSecret)
+}
+
+// Keys belong to their config: a write that moves away from
+// private_key_jwt retires them and says so, private_key_jwt cannot be
+// turned on again in place, and a new config makes a new key rather than
+// take over keys an earlier one left (here a delete that did not retire
+// them).
+func TestKeys_KeysAreRetiredWithTheirConfigAndNeverReused(t *testing.T) {
+	e := newJWTEnv(t, nil)
+	first := e.storedKeys(t).Keys[0].KeyID
+
+	resp, err := e.write(t, "config", map[string]any{"token_auth_method": "client_secret_basic", "client_secret": e.fake.Credentials().ClientSecret})
+	require.NoError(t, err)
+	require.False(t, resp.IsError(), "%v", resp.Error())
+	require.Len(t, resp.Warnings, 1)
+	require.Contains(t, resp.Warnings[0], "retired this mount's private_key_jwt signing keys "+first)
+	require.Zero(t, len(e.storedKeys(t).Keys))
+	_, published := e.jwks(t)
+	require.Empty(t, published.Keys)
+	require.Contains(t, e.logs.String(), "retired the signing keys with their config")
+
+	resp, err = e.write(t, "config", map[string]any{"token_auth_method": "private_key_jwt", "client_secret": ""})
+	requireBadRequest(t, resp, err, "private_key_jwt can only be set on a new config")
+	require.Zero(t, len(e.storedKeys(t).Keys), "no key was made")
+
+	// Keys a config left behind (as a delete that did not retire them
+	// leaves them) are not the next config's.
+	resp, err = e.do(t, logical.DeleteOperation, "config", nil)
+	require.NoError(t, err)
+	require.False(t, resp != nil && resp.IsError())
+	require.NoError(t, putKeySet(t.Context(), e.storage, &keySet{Keys: []signingKey{mustKey(t, keyCurrent)}}))
+	left := e.storedKeys(t).Keys[0].KeyID
+	resp, err = e.write(t, "config", e.fake.JWTPluginConfig("private_key_jwt"))
+	require.NoError(t, err)
+	require.False(t, resp.IsError(), "%v", resp.Error())
+	require.Contains(t, strings.Join(resp.Warnings, "\n"), "retired this mount's private_key_jwt signing keys "+left)
+	set := e.storedKeys(t)
+	require.Equal(t, 1, len(set.Keys))
+	require.NotEqual(t, left, set.Keys[0].KeyID, "a new config signs with a new key")
+	require.NotEqual(t, first, set.Keys[0].KeyID)
 }
 
 func TestKeys_BadInputIsRefusedAndTheStoredConfigKept(t *testing.T) {
@@ -254,15 +301,13 @@ func TestKeys_BadInputIsRefusedAndTheStoredConfigKept(t *testing.T) {
 		})
 	}
 	require.Equal(t, before, e.storedConfig(t), "the config is as it was")
-	require.Equal(t, keysBefore, e.storedKeys(t), "the keys are as they were")
+	require.True(t, reflect.DeepEqual(keysBefore, e.storedKeys(t)), "the keys are as they were")
 
-	// An assertion_audience makes assertions good at the real server
-	// wherever they are sent: moving the token URL must name it again.
-	e.writeConfig(t, map[string]any{"assertion_audience": "https://issuer.example"})
-	resp, err := e.write(t, "config", map[string]any{"token_url": "https://attacker.example/token"})
-	requireBadRequest(t, resp, err, "changing token_url changes where the client assertions go")
-	e.writeConfig(t, map[string]any{"token_url": e.fake.JWTTokenURL() + "?v=2", "assertion_audience": ""})
-	require.Equal(t, e.fake.JWTTokenURL()+"?v=2", e.storedConfig(t).TokenURL)
+	// Where the assertions go is fixed for the life of the config
+	// (attack_config_writer_test.go tries every move).
+	resp, err := e.write(t, "config", map[string]any{"token_url": e.fake.JWTTokenURL() + "?v=2", "assertion_audience": ""})
+	requireBadRequest(t, resp, err, "changing token_url would send this mount's signed client assertions somewhere else")
+	require.Equal(t, before, e.storedConfig(t))
 	r, err := getRole(context.Background(), e.storage, "api")
 	require.NoError(t, err)
 	require.Nil(t, r, "no role was stored")
@@ -271,25 +316,25 @@ func TestKeys_BadInputIsRefusedAndTheStoredConfigKept(t *testing.T) {
 func TestKeys_InvalidClientNamesKeyAudAndAlgNotTheSecret(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
+		extra    map[string]any
 		setup    func(e *testEnv)
 		status   string
 		mentions []string
 	}{
-		{"the server has another key", func(e *testEnv) {
+		{"the server has another key", nil, func(e *testEnv) {
 			other := newJWTEnv(t, nil)
 			other.register(t, "RS256") // registers the other mount's key at other's fake
 			body, _ := other.jwks(t)
 			require.NoError(t, e.fake.RegisterJWKS(body, "RS256"))
 		}, "HTTP 400", []string{`OAuth2 error "invalid_request"`, "kid"}},
-		{"the client is registered for another alg", func(e *testEnv) { e.register(t, "ES256") },
+		{"the client is registered for another alg", nil, func(e *testEnv) { e.register(t, "ES256") },
 			"HTTP 401", []string{`OAuth2 error "invalid_client"`, "registered for that alg"}},
-		{"the server wants another aud", func(e *testEnv) {
+		{"the server wants another aud", map[string]any{"assertion_audience": "https://issuer.example"}, func(e *testEnv) {
 			e.register(t, "RS256")
-			e.writeConfig(t, map[string]any{"assertion_audience": "https://issuer.example"})
 		}, "HTTP 401", []string{`OAuth2 error "invalid_client"`, `aud "https://issuer.example"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newJWTEnv(t, nil)
+			e := newJWTEnv(t, tc.extra)
 			tc.setup(e)
 			e.role(t, "api", nil)
 			_, err := e.do(t, logical.ReadOperation, "creds/api", nil)
@@ -315,7 +360,7 @@ func TestJWKS_ServedWithoutTokenAndWithoutWaitingForRotations(t *testing.T) {
 
 	e.writeConfig(t, e.fake.JWTPluginConfig("private_key_jwt"))
 	_, set = e.jwks(t)
-	require.Len(t, set.Keys, 1)
+	require.Equal(t, 1, len(set.Keys))
 
 	// A rotation holds the write lock while it waits for the server, which
 	// is fetching the JWKS meanwhile: the JWKS must not wait for it. After a
@@ -331,7 +376,7 @@ func TestJWKS_ServedWithoutTokenAndWithoutWaitingForRotations(t *testing.T) {
 		go func() {
 			defer close(done)
 			_, got := e.jwks(t)
-			require.Len(t, got.Keys, 1)
+			require.Equal(t, 1, len(got.Keys))
 		}()
 		select {
 		case <-done:

@@ -16,10 +16,10 @@ func TestTokenPerLease_EachLeaseRevokedByRFC7009(t *testing.T) {
 		t.Run(method, func(t *testing.T) {
 			var e *testEnv
 			if method == "private_key_jwt" {
-				e = newJWTEnv(t, nil)
+				e = newJWTEnvWith(t, func(f *fakeupstream.Server) map[string]any {
+					return map[string]any{"revocation_url": f.JWTRevocationURL()}
+				})
 				e.register(t, "RS256")
-				// No secret to carry along with the moved revocation_url.
-				e.writeConfig(t, map[string]any{"revocation_url": e.fake.JWTRevocationURL()})
 			} else {
 				e = newTestEnv(t, fakeupstream.Options{})
 				cfg := e.fake.JWTPluginConfig(method)

@@ -120,10 +120,11 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	// The key exists and is published before any request is signed with
 	// it, verify_connection's login included; a key made just now cannot
 	// log in anywhere yet.
-	madeKey, err := b.ensureSigningKey(ctx, req.Storage, cfg.resolved())
+	madeKey, keyWarnings, err := b.ensureSigningKey(ctx, req.Storage, stored, cfg.resolved())
 	if err != nil {
 		return nil, err
 	}
+	warnings = append(warnings, keyWarnings...)
 	if madeKey {
 		warnings = append(warnings, newKeyWarning(req.MountPoint))
 	} else if resp, err := b.verifyNewConfig(ctx, d, stored, cfg); resp != nil || err != nil {
@@ -133,6 +134,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return nil, err
 	}
 	b.reset()
+	if w := b.retireKeysMovedAway(ctx, req.Storage, stored, cfg); w != "" {
+		warnings = append(warnings, w)
+	}
 	effective := cfg.resolved()
 	b.Logger().Info("config written", "mount", req.MountPoint, "provider", effective.Provider, "client_id", effective.ClientID)
 
@@ -197,9 +201,6 @@ func mergeConfigWrite(stored *config, d *framework.FieldData, now time.Time) (*c
 		return nil, nil, err
 	}
 	if err := checkCredentialsCarried(stored, cfg, d); err != nil {
-		return nil, nil, err
-	}
-	if err := checkAssertionAudienceCarried(stored, cfg, d); err != nil {
 		return nil, nil, err
 	}
 	return cfg, warnings, nil

@@ -186,9 +186,18 @@ func verifyConnectionSchema() *framework.FieldSchema {
 // default as in Vault's database engine). A failed login is a 400 with the
 // upstream's reason, and nothing is stored; a write that changes neither
 // (a new role default, a schedule) is stored without one.
+//
+// The login never goes where the write could not move the config to: the
+// trust rules (config_trust.go) run before it in the write, and are checked
+// here again, so that no order of the write's steps can send a request,
+// and with private_key_jwt a client assertion, to a destination the write
+// is refused for.
 func (b *backend) verifyNewConfig(ctx context.Context, d *framework.FieldData, stored, next *config) (*logical.Response, error) {
 	if verify, ok := d.Get(verifyConnectionField).(bool); ok && !verify {
 		return nil, nil
+	}
+	if err := checkCredentialsCarried(stored, next, d); err != nil {
+		return errorResponse(err)
 	}
 	cfg := next.resolved()
 	if stored != nil && reflect.DeepEqual(stored.resolved().clientConfig(), cfg.clientConfig()) {

@@ -79,7 +79,11 @@ func TestOAuth2Server_PrivateKeyJWTRegisteredByHand(t *testing.T) {
 	auditLog := filepath.Join(t.TempDir(), "audit.log")
 	v.mustCLI("audit", "enable", "file", "file_path="+auditLog)
 
-	v.writeFile("jwt/config", as.pluginConfig("jwt-inline", "private_key_jwt"))
+	// Where a private_key_jwt config's requests go is fixed when it is
+	// written: revocation_url too.
+	jwtCfg := as.pluginConfig("jwt-inline", "private_key_jwt")
+	jwtCfg["revocation_url"] = as.info.RevocationEndpoint
+	v.writeFile("jwt/config", jwtCfg)
 	cfg := v.readConfig("jwt")
 	require.Equal(t, false, cfg["client_secret_set"])
 	keys := cfg["signing_keys"].([]any)
@@ -113,7 +117,6 @@ func TestOAuth2Server_PrivateKeyJWTRegisteredByHand(t *testing.T) {
 
 	// A lease revoked, or run out, revokes its own token at the server:
 	// RFC 7009 with a fresh assertion whose aud is the token endpoint.
-	v.mustCLI("write", "jwt/config", "revocation_url="+as.info.RevocationEndpoint)
 	v.mustCLI("write", "jwt/roles/own", "ttl=1m", "token_per_lease=true")
 	kept, _ := readToken(t, v, as, "jwt", "own", "jwt-inline")
 	revoked, lease := readToken(t, v, as, "jwt", "own", "jwt-inline")
