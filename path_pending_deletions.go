@@ -11,7 +11,6 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-//nolint:gosec // G101: help text about client secrets, not a credential.
 const (
 	pathPendingHelpSyn  = "Replaced client secrets still to be deleted; delete them now."
 	pathPendingHelpDesc = `

@@ -3,7 +3,6 @@ package mapsindoors
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -112,16 +111,17 @@ func cronRunsWithin(spec string, d time.Duration) int {
 // deletions and the new secret id that rotations may still add, would pass
 // maxStorageEntryBytes. It names the largest fields.
 func checkConfigSize(c *config) error {
-	raw, err := json.Marshal(c)
+	// Encoded as putConfig stores it.
+	entry, err := logical.StorageEntryJSON(configStoragePath, c)
 	if err != nil {
 		return fmt.Errorf("encode config: %w", err)
 	}
 	room := max(maxPendingDeletions-len(c.PendingDeletions), 0)*maxPendingEntryBytes + maxSecretIDBytes
-	if len(raw)+room <= maxStorageEntryBytes {
+	if len(entry.Value)+room <= maxStorageEntryBytes {
 		return nil
 	}
 	return userErrorf("the config would take %d bytes of storage, and with room for the %d pending deletions rotation may add it must stay under %d: "+
-		"shorten %s", len(raw), maxPendingDeletions, maxStorageEntryBytes-room, strings.Join(largestFields(c), " or "))
+		"shorten %s", len(entry.Value), maxPendingDeletions, maxStorageEntryBytes-room, strings.Join(largestFields(c), " or "))
 }
 
 // largestFields names the config's three largest text fields.
