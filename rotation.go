@@ -278,6 +278,9 @@ func (r *rotationRun) deleteReplaced(res *rotationResult) {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("an older replaced client secret, %s (replaced at %s), could not be deleted and is still live upstream; "+
 			"it stays in pending_deletions with its reason and Vault tries again later (%v)", f.p.ID, formatTime(f.p.ReplacedAt), f.err))
 	}
+	if err != nil && r.previousInGrace(res) {
+		r.log.Warn("rotation stored the new client secret; older pending deletions that are due could not be deleted yet", "error", err)
+	}
 	if err != nil && !res.PreviousDeleted && !r.previousInGrace(res) {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("the new client secret %s is stored and in use, but the pending deletions that are due, "+
 			"the previous one, %s, among them, could not be deleted yet; Vault tries again about once a minute (%v)", res.ClientSecretID, previous, err))
