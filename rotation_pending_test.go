@@ -213,6 +213,8 @@ func TestConfig_RotationSettingsThatWouldPassThePendingBoundAre400(t *testing.T)
 		{"rotation_period": "24h", "previous_secret_grace": "168h"},
 		{"rotation_period": "1h", "previous_secret_grace": "24h"},
 		{"rotation_period": "0", "rotation_schedule": "0 3 * * *", "previous_secret_grace": "720h"},
+		// Kept but not run: nothing is scheduled, so nothing piles up.
+		{"rotation_schedule": "", "rotation_period": "1h", "previous_secret_grace": "720h", "disable_automated_rotation": true},
 	} {
 		e.writeConfig(t, good)
 	}
