@@ -72,11 +72,24 @@ type config struct {
 	Rotation rotationStatus `json:"rotation_status"`
 }
 
-// pendingDeletion is an upstream secret to delete once DueAt has passed.
+// pendingDeletion is an upstream secret to delete once DueAt has passed,
+// at the account it belongs to (rotation_account.go), logged in as that
+// account. There is at most one per id, and never one for the stored
+// secret. A failed attempt is kept with its reason and waits until
+// NextAttempt; it never holds back the others.
 type pendingDeletion struct {
 	ID         string    `json:"id"`
 	ReplacedAt time.Time `json:"replaced_at"`
 	DueAt      time.Time `json:"due_at"`
+	// Account is the fingerprint of the account the secret belongs to;
+	// empty for entries kept before accounts were recorded.
+	Account string `json:"account,omitempty"`
+	// Attempts counts failed deletes; LastError is the last one's reason
+	// (an upstream error, which carries no secret), bounded in length.
+	Attempts    int       `json:"attempts,omitempty"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastAttempt time.Time `json:"last_attempt,omitempty"`
+	NextAttempt time.Time `json:"next_attempt,omitempty"`
 }
 
 // rotationStatus is kept across restarts and fail-overs, so a failing
@@ -180,7 +193,10 @@ func (c *config) validate() error {
 			return err
 		}
 	}
-	return c.validateSchedule()
+	if err := c.validateSchedule(); err != nil {
+		return err
+	}
+	return c.checkPendingBound()
 }
 
 // clientConfig is what the upstream client needs of the config.
@@ -284,10 +300,18 @@ func getConfig(ctx context.Context, s logical.Storage) (*config, error) {
 	return cfg, nil
 }
 
+// putConfig stores the config. An entry over maxStorageEntryBytes is
+// refused before it reaches storage, so it never fails there (Raft's
+// max_entry_size) after a partial apply: config writes check the bound
+// with room to spare first (checkConfigSize), so this is the last guard.
 func putConfig(ctx context.Context, s logical.Storage, cfg *config) error {
 	entry, err := logical.StorageEntryJSON(configStoragePath, cfg)
 	if err != nil {
 		return fmt.Errorf("encode config: %w", err)
+	}
+	if len(entry.Value) > maxStorageEntryBytes {
+		return fmt.Errorf("store config: the config would take %d bytes, over the %d one storage entry may hold; nothing was written",
+			len(entry.Value), maxStorageEntryBytes)
 	}
 	if err := s.Put(ctx, entry); err != nil {
 		return fmt.Errorf("store config: %w", err)

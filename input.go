@@ -80,6 +80,11 @@ func checkConfigInput(d *framework.FieldData) error {
 				err = checkText(f.name, strings.TrimRight(v, "\r\n"), maxSecretBytes, false)
 			case f.name == "ca_cert":
 				err = checkText(f.name, v, maxCACertBytes, true)
+			case f.name == "client_secret_id":
+				// Kept in pending deletions, whose size is bounded.
+				if v = strings.TrimSpace(v); v != "" {
+					err = checkSecretID(f.name, v)
+				}
 			case urlFields[f.name]:
 				v = strings.TrimSpace(v)
 				if err = checkText(f.name, v, maxURLBytes, false); err == nil {

@@ -94,7 +94,11 @@ func TestKeys_SchedulesThatWouldKeepTooManyKeysAreRefused(t *testing.T) {
 		e := newJWTEnv(t, nil)
 		e.writeConfig(t, ok)
 	}
-	// A mount that does not sign keeps no keys: the bound is not its.
+	// A mount that does not sign keeps no keys: the key bound is not its
+	// (its replaced secrets have a bound of their own, rotation_bounds.go).
 	e := newTestEnv(t, fakeupstream.Options{})
-	e.configure(t, map[string]any{"rotation_period": "1h", "previous_secret_grace": "720h"})
+	e.configure(t, nil)
+	resp, err := e.write(t, "config", map[string]any{"rotation_period": "1h", "previous_secret_grace": "720h"})
+	requireBadRequest(t, resp, err, "replaced client secrets")
+	require.NotContains(t, resp.Data["error"], "signing keys")
 }

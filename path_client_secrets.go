@@ -25,7 +25,9 @@ func pathClientSecrets(b *backend) []*framework.Path {
 		Callback: b.pathClientSecretsList,
 		Summary:  "List the upstream's active client secrets.",
 	}
-	return []*framework.Path{{
+	// client-secrets/pending (path_pending_deletions.go) is registered
+	// with the list, so the two read as one family of paths.
+	return append([]*framework.Path{{
 		Pattern: "client-secrets/?$",
 		DisplayAttrs: &framework.DisplayAttributes{
 			OperationPrefix: operationPrefix,
@@ -37,7 +39,7 @@ func pathClientSecrets(b *backend) []*framework.Path {
 		},
 		HelpSynopsis:    pathClientSecretsHelpSyn,
 		HelpDescription: strings.TrimSpace(pathClientSecretsHelpDesc),
-	}}
+	}}, pathPendingDeletions(b)...)
 }
 
 func (b *backend) pathClientSecretsList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {

@@ -117,6 +117,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err != nil {
 		return errorResponse(err)
 	}
+	if err := b.checkAccountMove(ctx, req.Storage, req.MountPoint, stored, cfg); err != nil {
+		return errorResponse(err)
+	}
 	// The key exists and is published before any request is signed with
 	// it, verify_connection's login included; a key made just now cannot
 	// log in anywhere yet.
@@ -130,10 +133,15 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	} else if resp, err := b.verifyNewConfig(ctx, d, stored, cfg); resp != nil || err != nil {
 		return resp, err
 	}
-	if err := putConfig(ctx, req.Storage, cfg); err != nil {
+	// A write that reports failure may have committed all the same (a
+	// deadline after the commit, a leadership change during apply): the
+	// node's caches are dropped either way, so it never keeps using a
+	// config that storage no longer holds.
+	err = putConfig(ctx, req.Storage, cfg)
+	b.reset()
+	if err != nil {
 		return nil, err
 	}
-	b.reset()
 	if w := b.retireKeysMovedAway(ctx, req.Storage, stored, cfg); w != "" {
 		warnings = append(warnings, w)
 	}
@@ -197,7 +205,19 @@ func mergeConfigWrite(stored *config, d *framework.FieldData, now time.Time) (*c
 		warnings = append(warnings, "client_secret changed without client_secret_id, so the stored client_secret_id was cleared; write the new secret's id so rotation can delete it when it is replaced")
 	}
 
+	// The stored secret never has a pending deletion: going back to a
+	// replaced secret takes it off the list, so no stale entry deletes it
+	// before the grace its next rotation promises.
+	var readopted *pendingDeletion
+	if cfg.PendingDeletions, readopted = withoutStored(cfg.PendingDeletions, cfg.ClientSecretID); readopted != nil {
+		warnings = append(warnings, fmt.Sprintf("client_secret_id %s was a replaced secret pending deletion (due %s); it is the stored secret again, "+
+			"so it is no longer to be deleted", readopted.ID, formatTime(readopted.DueAt)))
+	}
+
 	if err := cfg.resolved().validate(); err != nil {
+		return nil, nil, err
+	}
+	if err := checkConfigSize(cfg); err != nil {
 		return nil, nil, err
 	}
 	if err := checkCredentialsCarried(stored, cfg, d); err != nil {
@@ -216,22 +236,122 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ 
 	if err != nil {
 		return nil, err
 	}
-	if err := req.Storage.Delete(ctx, configStoragePath); err != nil {
+	var warnings []string
+	if stored != nil {
+		if warnings, err = b.leftLiveUpstream(ctx, req.Storage, req.MountPoint, stored); err != nil {
+			return nil, err
+		}
+	}
+	// As with a write: a delete that reports failure may have happened.
+	err = req.Storage.Delete(ctx, configStoragePath)
+	b.reset()
+	if err != nil {
 		return nil, fmt.Errorf("delete config: %w", err)
 	}
-	b.reset()
 	b.Logger().Info("config deleted", "mount", req.MountPoint)
-	if stored == nil || len(stored.PendingDeletions) == 0 {
+	// The signing keys belong to the config and go with it. The config is
+	// gone either way: keys left by a failed retirement sign nothing, and
+	// the next config (or the periodic function) retires them.
+	if w, err := b.retireSigningKeys(ctx, req.Storage); err != nil {
+		b.Logger().Warn("config deleted, but its signing keys could not be retired yet", "mount", req.MountPoint, "error", err)
+		warnings = append(warnings, "the config is deleted, but its private_key_jwt signing keys could not be retired yet: nothing signs with them, "+
+			"and they stay in the JWKS until the next config write retires them; delete the config again to retry")
+	} else if w != "" {
+		warnings = append(warnings, w)
+	}
+	for _, w := range warnings {
+		b.Logger().Warn("config deleted: "+w, "mount", req.MountPoint)
+	}
+	if len(warnings) == 0 {
 		return nil, nil
 	}
-	// Vault no longer has a credential to delete them with.
-	ids := make([]string, len(stored.PendingDeletions))
-	for i, p := range stored.PendingDeletions {
-		ids[i] = p.ID
+	return &logical.Response{Warnings: warnings}, nil
+}
+
+// leftLiveUpstream is what a config delete leaves live upstream that Vault
+// was still to delete, as warnings that say how to settle it: replaced
+// secrets pending deletion, and secrets that rotations which stopped half
+// way may have created (their write-ahead log entries). Without the config
+// nothing can log in to delete them.
+func (b *backend) leftLiveUpstream(ctx context.Context, s logical.Storage, mount string, stored *config) ([]string, error) {
+	var warnings []string
+	account := stored.account()
+	settle := fmt.Sprintf("to settle them first, write the config back and run `vault write %sclient-secrets/pending`, "+
+		"or delete them in the vendor's portal or through the clientcredentials API (DELETE ?customerId=...&id=...)", mount)
+	if len(stored.PendingDeletions) > 0 {
+		ids := make([]string, len(stored.PendingDeletions))
+		for i, p := range stored.PendingDeletions {
+			ids[i] = p.ID
+		}
+		warnings = append(warnings, fmt.Sprintf("the config held replaced client secrets that were still to be deleted and now stay live upstream: %s "+
+			"(at %s); %s", strings.Join(ids, ", "), account.describe(), settle))
 	}
-	b.Logger().Warn("config deleted with replaced client secrets still live upstream", "mount", req.MountPoint, "client_secret_ids", ids)
-	return &logical.Response{Warnings: []string{fmt.Sprintf(
-		"the config held replaced client secrets that were still to be deleted and now stay live upstream: %s; "+
-			"delete them through the clientcredentials API (DELETE ?customerId=...&id=...) once nothing uses them",
-		strings.Join(ids, ", "))}}, nil
+	wals, err := rotationWALs(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	fp := account.fingerprint()
+	for _, w := range wals {
+		if !belongsTo(w.wal.Account, fp) {
+			continue
+		}
+		warnings = append(warnings, fmt.Sprintf("a rotation that began at %s stopped before it was cleaned up, and the secret it may have created "+
+			"(description %q) stays live upstream at %s: Vault's rollback can no longer log in to delete it; %s",
+			formatTime(w.wal.StartedAt), rotationDescriptionPrefix+w.wal.Marker, account.describe(), settle))
+	}
+	return warnings, nil
+}
+
+// checkAccountMove refuses a config write that moves the mount to another
+// account (rotation_account.go) while the current account still has
+// secrets Vault is to delete: pending deletions, or secrets of rotations
+// that stopped half way. Vault deletes them only logged in as their own
+// account, and after the move it could not: they would stay live, tracked
+// by nothing. The write is refused rather than settled for the operator:
+// deleting them would cut short the grace promised to whoever still uses
+// them, from a request that only meant to change the config, and a write
+// that fails half way through upstream deletes leaves neither state. The
+// message says how to settle them (client-secrets/pending), and a move
+// with nothing left to settle goes through.
+func (b *backend) checkAccountMove(ctx context.Context, s logical.Storage, mount string, stored, next *config) error {
+	if stored == nil {
+		return nil
+	}
+	was, now := stored.account(), next.account()
+	if was == now {
+		return nil
+	}
+	fp := was.fingerprint()
+	var ids []string
+	for _, p := range stored.PendingDeletions {
+		if belongsTo(p.Account, fp) {
+			ids = append(ids, p.ID)
+		}
+	}
+	wals, err := rotationWALs(ctx, s)
+	if err != nil {
+		return err
+	}
+	var markers []string
+	for _, w := range wals {
+		if belongsTo(w.wal.Account, fp) {
+			markers = append(markers, w.wal.Marker)
+		}
+	}
+	if len(ids) == 0 && len(markers) == 0 {
+		next.PreviousClientSecretID = "" // it names the old account's secret
+		return nil
+	}
+	var left []string
+	if len(ids) > 0 {
+		left = append(left, fmt.Sprintf("replaced client secrets pending deletion (%s)", strings.Join(ids, ", ")))
+	}
+	if len(markers) > 0 {
+		left = append(left, fmt.Sprintf("secrets that %d rotations which stopped half way may have created", len(markers)))
+	}
+	return userErrorf("this write changes %s, which moves the mount to another account, and the current account (%s) still has %s: "+
+		"Vault deletes those only logged in as that account. Settle them first, then write the config again: "+
+		"`vault write %sclient-secrets/pending` deletes them now with the current credential (cutting their grace short), "+
+		"or, if you delete them upstream yourself, `vault write %sclient-secrets/pending forget=true ids=<id>,...` drops them from Vault's list",
+		strings.Join(was.movedFields(now), ", "), was.describe(), strings.Join(left, " and "), mount, mount)
 }

@@ -1,6 +1,7 @@
 package mapsindoors
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -277,4 +278,19 @@ func TestConfig_EndpointChangeMustCarryTheCredentials(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The signing keys belong to their config: deleting it retires them, the
+// response names them, and the JWKS no longer shows them.
+func TestConfigDelete_RetiresTheSigningKeysAndSaysSo(t *testing.T) {
+	e := newJWTEnv(t, nil)
+	kid := e.storedKeys(t).Keys[0].KeyID
+	resp, err := e.do(t, logical.DeleteOperation, "config", nil)
+	require.NoError(t, err)
+	require.NotNil(t, resp, "the delete answers with what it retired")
+	require.Contains(t, strings.Join(resp.Warnings, "\n"), kid)
+	require.Contains(t, strings.Join(resp.Warnings, "\n"), "retired")
+	require.Zero(t, len(e.storedKeys(t).Keys))
+	_, published := e.jwks(t)
+	require.Empty(t, published.Keys)
 }

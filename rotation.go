@@ -89,7 +89,8 @@ func (b *backend) rotateRootIf(ctx context.Context, s logical.Storage, mount, tr
 	res, err := r.run(mount, wanted)
 	b.rotationDone(trigger, res, err)
 	var ue userError
-	if err != nil && !errors.As(err, &ue) {
+	var full keptStateFull
+	if err != nil && (!errors.As(err, &ue) || (errors.As(err, &full) && trigger == triggerSchedule)) {
 		r.recordFailure(trigger, err)
 	}
 	return res, err
@@ -130,14 +131,19 @@ func (r *rotationRun) run(mount string, wanted func(*config) bool) (*rotationRes
 	if r.cfg.usesSigningKeys() {
 		return r.rollKeys()
 	}
+	if err := r.b.checkRoomToRotate(r.ctx, r.s, mount, r.stored); err != nil {
+		return nil, err
+	}
 	if r.client, err = r.b.newClient(r.cfg.clientConfig()); err != nil {
 		return nil, fmt.Errorf("build upstream client: %w", err)
 	}
 	defer r.client.Close()
 
 	// 2. The write-ahead log goes first, so that even a crash right after
-	// the create leaves something that finds the new secret.
-	r.wal = rotateWAL{Marker: newMarker(), PreviousID: r.cfg.ClientSecretID, StartedAt: r.started}
+	// the create leaves something that finds the new secret. It names the
+	// account, so that nothing ever looks for the secret, or deletes it,
+	// logged in as another.
+	r.wal = rotateWAL{Marker: newMarker(), PreviousID: r.cfg.ClientSecretID, StartedAt: r.started, Account: r.cfg.account().fingerprint()}
 	if r.walID, err = framework.PutWAL(r.ctx, r.s, walKindRotateRoot, &r.wal); err != nil {
 		return nil, failedAt(stepWAL, r.cfg, "", fmt.Errorf("write the rotation's write-ahead log: %w", err))
 	}
@@ -154,6 +160,11 @@ func (r *rotationRun) run(mount string, wanted func(*config) bool) (*rotationRes
 	if err != nil {
 		r.abandonUnknownCreate(err)
 		r.log.Error("rotation failed: creating the new client secret", "error", err)
+		return nil, failedAt(stepCreate, r.cfg, "", fmt.Errorf("create the new client secret: %w", err))
+	}
+	if err := checkSecretID("the new client secret's id", created.ID); err != nil {
+		r.abandonCreated(created.ID)
+		r.log.Error("rotation failed: the upstream answered the create with an id Vault cannot keep", "error", err)
 		return nil, failedAt(stepCreate, r.cfg, "", fmt.Errorf("create the new client secret: %w", err))
 	}
 	r.log = r.log.With("new_client_secret_id", created.ID)
@@ -203,9 +214,11 @@ func (r *rotationRun) store(created *upstream.ClientSecret) (time.Time, error) {
 	updated.LastRotated = r.started
 	updated.SecretSetAt = now
 	updated.Rotation = rotationStatus{}
+	updated.PendingDeletions, _ = withoutStored(updated.PendingDeletions, created.ID)
 	if r.cfg.ClientSecretID != "" {
-		updated.PendingDeletions = append(updated.PendingDeletions,
-			pendingDeletion{ID: r.cfg.ClientSecretID, ReplacedAt: now, DueAt: now.Add(r.cfg.PreviousSecretGrace)})
+		updated.PendingDeletions = withPending(updated.PendingDeletions, pendingDeletion{
+			ID: r.cfg.ClientSecretID, ReplacedAt: now, DueAt: now.Add(r.cfg.PreviousSecretGrace), Account: r.wal.Account,
+		})
 	}
 	err := putConfig(r.ctx, r.s, updated)
 	if err == nil {
@@ -236,8 +249,10 @@ func (r *rotationRun) store(created *upstream.ClientSecret) (time.Time, error) {
 }
 
 // deleteReplaced is step 7: the replaced secret is deleted now unless it
-// has a grace period. Only a secret whose id Vault was given is Vault's
-// to delete.
+// has a grace period, and older pending deletions that are due with it.
+// Only a secret whose id Vault was given is Vault's to delete. What is
+// reported of the replaced secret is its own outcome: an older deletion's
+// failure is reported as that one's.
 func (r *rotationRun) deleteReplaced(res *rotationResult) {
 	previous := r.cfg.ClientSecretID
 	if previous == "" {
@@ -246,19 +261,37 @@ func (r *rotationRun) deleteReplaced(res *rotationResult) {
 		r.log.Warn("rotation stored the new client secret; the previous one has no known id and is not deleted")
 		return
 	}
-	deleted, err := r.b.deletePendingLocked(r.ctx, r.s, r.log)
-	res.PreviousDeleted = slices.Contains(deleted, previous)
-	switch {
-	case res.PreviousDeleted:
-	case err != nil:
-		res.PreviousDeletionDue = res.RotatedAt
-		res.Warnings = append(res.Warnings, fmt.Sprintf("the new client secret %s is stored and in use, but deleting the previous one, %s, failed "+
-			"and it is still live upstream; Vault retries the delete about once a minute (%v)", res.ClientSecretID, previous, err))
-		r.log.Error("rotation stored the new client secret, but the previous one is still live upstream",
-			"previous_client_secret_id", previous, "error", err)
-	default:
-		res.PreviousDeletionDue = res.RotatedAt.Add(r.cfg.PreviousSecretGrace)
+	res.PreviousDeletionDue = res.RotatedAt.Add(r.cfg.PreviousSecretGrace)
+	rep, err := r.b.deleteDueLocked(r.ctx, r.s, r.log)
+	res.PreviousDeleted = slices.Contains(rep.deletedIDs(), previous)
+	if res.PreviousDeleted {
+		res.PreviousDeletionDue = time.Time{}
 	}
+	for _, f := range rep.failed {
+		if f.p.ID == previous {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("the new client secret %s is stored and in use, but deleting the previous one, %s, failed "+
+				"and it is still live upstream; it stays in pending_deletions and Vault tries again from about a minute on (%v)", res.ClientSecretID, previous, f.err))
+			r.log.Error("rotation stored the new client secret, but the previous one is still live upstream",
+				"previous_client_secret_id", previous, "error", f.err)
+			continue
+		}
+		res.Warnings = append(res.Warnings, fmt.Sprintf("an older replaced client secret, %s (replaced at %s), could not be deleted and is still live upstream; "+
+			"it stays in pending_deletions with its reason and Vault tries again later (%v)", f.p.ID, formatTime(f.p.ReplacedAt), f.err))
+	}
+	if err != nil && r.previousInGrace(res) {
+		r.log.Warn("rotation stored the new client secret; older pending deletions that are due could not be deleted yet", "error", err)
+	}
+	if err != nil && !res.PreviousDeleted && !r.previousInGrace(res) {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("the new client secret %s is stored and in use, but the pending deletions that are due, "+
+			"the previous one, %s, among them, could not be deleted yet; Vault tries again about once a minute (%v)", res.ClientSecretID, previous, err))
+		r.log.Error("rotation stored the new client secret, but the due pending deletions could not be deleted", "error", err)
+	}
+}
+
+// previousInGrace says the replaced secret is still in its grace,
+// so that nothing was to be deleted of it yet.
+func (r *rotationRun) previousInGrace(res *rotationResult) bool {
+	return r.b.now().Before(res.PreviousDeletionDue)
 }
 
 // abandonCreated deletes a secret the rotation created and knows but did
@@ -402,95 +435,4 @@ func (b *backend) fenceConfig(ctx context.Context, s logical.Storage) bool {
 		return false
 	}
 	return putConfig(ctx, s, stored) == nil
-}
-
-// isNotFound says the upstream answered 404: the secret is gone already.
-func isNotFound(err error) bool {
-	var ue *upstream.Error
-	return errors.As(err, &ue) && ue.StatusCode == http.StatusNotFound
-}
-
-// hasDueDeletions says whether a pending deletion is due at now.
-func (c *config) hasDueDeletions(now time.Time) bool {
-	for _, p := range c.PendingDeletions {
-		if !now.Before(p.DueAt) {
-			return true
-		}
-	}
-	return false
-}
-
-// deletePending deletes the replaced secrets whose grace has passed.
-func (b *backend) deletePending(ctx context.Context, s logical.Storage, mount string) {
-	log := b.Logger().With("mount", mount)
-	unlock, err := b.lockWrites(ctx)
-	if err != nil {
-		log.Debug("deleting replaced client secrets waits for the next run", "error", err)
-		return
-	}
-	defer unlock()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.rotationTimeout)
-	defer cancel()
-	if _, err := b.deletePendingLocked(ctx, s, log); err != nil {
-		log.Warn("deleting a replaced client secret failed; retried about once a minute", "error", err)
-	}
-}
-
-// deletePendingLocked deletes the due pending deletions, logged in with
-// the stored secret, and takes them off the config: each once the upstream
-// confirms it is gone (deleted now, or 404 as deleted before). The stored
-// secret is never deleted, and nothing is while the stored secret has no
-// id, since then any pending id may be the one the mount holds.
-func (b *backend) deletePendingLocked(ctx context.Context, s logical.Storage, log hclog.Logger) ([]string, error) {
-	stored, err := getConfig(ctx, s)
-	if err != nil || stored == nil || len(stored.PendingDeletions) == 0 {
-		return nil, err
-	}
-	cfg := stored.resolved()
-	if cfg.ClientSecretID == "" {
-		return nil, errors.New("the stored client secret has no client_secret_id, so Vault cannot tell which secret it holds " +
-			"and deletes none; write client_secret_id to config")
-	}
-	now := b.now()
-	var done []string
-	var due []pendingDeletion
-	for _, p := range stored.PendingDeletions {
-		switch {
-		case p.ID == cfg.ClientSecretID:
-			done = append(done, p.ID) // the mount holds it again: not Vault's to delete
-		case !now.Before(p.DueAt):
-			due = append(due, p)
-		}
-	}
-	var deleteErr error
-	if len(due) > 0 {
-		client, err := b.newClient(cfg.clientConfig())
-		if err != nil {
-			return nil, err
-		}
-		defer client.Close()
-		for _, p := range due {
-			err := withTimeoutErr(ctx, cfg.RequestTimeout, func(ctx context.Context) error {
-				return client.DeleteClientSecret(ctx, p.ID)
-			})
-			if err != nil && !isNotFound(err) {
-				deleteErr = err
-				break
-			}
-			done = append(done, p.ID)
-			log.Info("deleted a replaced client secret", "client_secret_id", p.ID)
-			b.previousSecretDeleted(p)
-		}
-	}
-	if len(done) > 0 {
-		updated := stored.clone()
-		updated.PendingDeletions = slices.DeleteFunc(updated.PendingDeletions, func(p pendingDeletion) bool {
-			return slices.Contains(done, p.ID)
-		})
-		if err := putConfig(ctx, s, updated); err != nil {
-			// They are gone upstream; the next pass gets a 404 for each.
-			log.Warn("deleted replaced client secrets, but could not take them off the config yet", "error", err)
-		}
-	}
-	return done, deleteErr
 }

@@ -164,8 +164,9 @@ func (c *config) rotationState(now time.Time) map[string]any {
 		age = int64(now.Sub(c.SecretSetAt) / time.Second)
 	}
 	pending := make([]map[string]any, 0, len(c.PendingDeletions))
+	account := c.account().fingerprint()
 	for _, p := range c.PendingDeletions {
-		pending = append(pending, map[string]any{"id": p.ID, "replaced_at": formatTime(p.ReplacedAt), "due_at": formatTime(p.DueAt)})
+		pending = append(pending, p.view(account))
 	}
 	return map[string]any{
 		"previous_client_secret_id":     c.PreviousClientSecretID,

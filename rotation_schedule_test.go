@@ -280,7 +280,7 @@ func TestConfig_DeleteNamesTheReplacedSecretsStillLive(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, resp.Warnings, 1)
 	require.Contains(t, resp.Warnings[0], "now stay live upstream: "+old.ClientSecretID)
-	require.Contains(t, e.logs.String(), "config deleted with replaced client secrets still live upstream")
+	require.Contains(t, e.logs.String(), "config deleted: the config held replaced client secrets")
 }
 
 func TestScheduledRotation_AConfigWriteClearsTheBackoff(t *testing.T) {

@@ -1,0 +1,194 @@
+package mapsindoors
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/fakeupstream"
+)
+
+// Attacks (and mistakes) of an operator with update on config that moves
+// the mount to another account while the current one still has secrets
+// Vault is to delete. What must never happen: a pending deletion or a
+// stopped rotation's secret is "deleted" (or looked for) with the other
+// account's credential, so that a 404 there passes for proof and the
+// secret stays live, tracked by nothing; or a move that drops them
+// silently.
+
+// Was TestReview_PendingDeletionForgottenAfterTheMountMovesToAnotherAccount
+// (defect 9): the move was accepted, the periodic function "deleted" S0 at
+// the new account (404), logged it as deleted, and S0 stayed live.
+func TestAttackConfigWriterAccount_AMoveWithPendingDeletionsIsRefusedUntilTheyAreSettled(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{TokenLifetime: 48 * time.Hour})
+	clock := &fixedClock{t: time.Now()}
+	e.b.now = clock.Now
+	e.configure(t, map[string]any{"previous_secret_grace": "1h"})
+	s0 := e.fake.Credentials()
+	_, err := e.rotate(t)
+	require.NoError(t, err)
+	require.Len(t, e.storedConfig(t).PendingDeletions, 1)
+
+	other := startOtherFake(t)
+	before := e.storageDump(t)
+	resp, err := e.write(t, "config", other.PluginConfig("mapsindoors"))
+	requireBadRequest(t, resp, err, "moves the mount to another account")
+	require.Contains(t, resp.Error().Error(), s0.ClientSecretID, "the message names what is left")
+	require.Contains(t, resp.Error().Error(), "mapsindoors/client-secrets/pending", "and says how to settle it")
+	require.Equal(t, before, e.storageDump(t), "a refused move changes nothing")
+
+	// The periodic function after the grace, still on the old account,
+	// deletes S0 there.
+	clock.Add(2 * time.Hour)
+	e.rollback(t)
+	require.False(t, e.fake.SecretWorks(s0.ClientSecret), "S0 is deleted at its own account")
+	require.Empty(t, e.storedConfig(t).PendingDeletions)
+
+	// Now nothing is left: the move goes through, and the new account
+	// never sees a delete.
+	e.writeConfig(t, other.PluginConfig("mapsindoors"))
+	require.Empty(t, e.storedConfig(t).PreviousClientSecretID, "the old account's id is not shown as the new one's previous")
+	clock.Add(2 * time.Hour)
+	e.rollback(t)
+	require.Zero(t, other.Hits(fakeupstream.EndpointDeleteSecret))
+}
+
+// The operator settles now: the pending deletions are deleted at once with
+// the current credential, and then the move goes through.
+func TestAttackConfigWriterAccount_SettlingNowThenMovingDeletesAtTheOldAccount(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	e.configure(t, map[string]any{"previous_secret_grace": "24h"})
+	s0 := e.fake.Credentials()
+	_, err := e.rotate(t)
+	require.NoError(t, err)
+
+	settled := e.settlePending(t)
+	require.Equal(t, []string{s0.ClientSecretID}, settled.Data["deleted"])
+	require.False(t, e.fake.SecretWorks(s0.ClientSecret))
+
+	other := startOtherFake(t)
+	e.writeConfig(t, other.PluginConfig("mapsindoors"))
+	require.Equal(t, other.Credentials().ClientSecretID, e.storedConfig(t).ClientSecretID)
+}
+
+// Or the operator takes them over (deletes them by hand): forget drops
+// them from the list, named, with a warning; nothing is deleted upstream.
+func TestAttackConfigWriterAccount_ForgetIsExplicitAndDeletesNothing(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	e.configure(t, map[string]any{"previous_secret_grace": "24h"})
+	s0 := e.fake.Credentials()
+	_, err := e.rotate(t)
+	require.NoError(t, err)
+
+	resp, err := e.write(t, "client-secrets/pending", map[string]any{"forget": true})
+	requireBadRequest(t, resp, err, "takes the ids")
+	resp, err = e.write(t, "client-secrets/pending", map[string]any{"forget": true, "ids": s0.ClientSecretID})
+	require.NoError(t, err)
+	require.False(t, resp.IsError())
+	require.Equal(t, []string{s0.ClientSecretID}, resp.Data["forgotten"])
+	require.NotEmpty(t, resp.Warnings)
+	require.True(t, e.fake.SecretWorks(s0.ClientSecret), "forget deletes nothing upstream")
+	require.Contains(t, e.logs.String(), "pending deletions dropped without a delete upstream")
+	e.writeConfig(t, startOtherFake(t).PluginConfig("mapsindoors"))
+}
+
+// A stopped rotation's secret (tracked by the WAL only) blocks a move too,
+// and settling finds it by its marker at the old account.
+func TestAttackConfigWriterAccount_AStoppedRotationBlocksTheMoveUntilSettled(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	e.configure(t, nil)
+	crashNextCreate(e)
+	_, err := e.rotate(t)
+	require.Error(t, err)
+	require.Len(t, e.fake.Secrets(), 2, "the create happened upstream")
+
+	other := startOtherFake(t)
+	resp, err := e.write(t, "config", other.PluginConfig("mapsindoors"))
+	requireBadRequest(t, resp, err, "rotations which stopped half way")
+
+	read := e.read(t, "client-secrets/pending")
+	require.Len(t, read.Data["unsettled_rotations"], 1)
+	settled := e.settlePending(t)
+	require.Len(t, settled.Data["settled_rotations"], 1)
+	require.Equal(t, []string{e.fake.Credentials().ClientSecretID}, secretIDs(e.fake), "the orphan is deleted at the old account")
+	require.Empty(t, e.wals(t))
+	e.writeConfig(t, other.PluginConfig("mapsindoors"))
+}
+
+// A pending deletion recorded for another account (kept from a config
+// Vault no longer holds the credential of) is never sent to this one's
+// API: not by the periodic function, not by a rotation, not by a settle.
+func TestAttackConfigWriterAccount_AnotherAccountsEntryIsNeverDeletedWithThisCredential(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	e.configure(t, nil)
+	stored := e.storedConfig(t)
+	hourAgo := time.Now().UTC().Add(-time.Hour)
+	foreign := pendingDeletion{ID: "foreign-id", ReplacedAt: hourAgo, DueAt: hourAgo,
+		Account: accountID{Provider: "mapsindoors", ClientID: "someone-else"}.fingerprint()}
+	stored.PendingDeletions = append(stored.PendingDeletions, foreign)
+	require.NoError(t, putConfig(context.Background(), e.storage, stored))
+
+	e.rollback(t)
+	_, err := e.rotate(t)
+	require.NoError(t, err)
+	resp, err := e.write(t, "client-secrets/pending", map[string]any{"ids": "foreign-id"})
+	requireBadRequest(t, resp, err, "another account")
+	all := e.settlePending(t)
+	require.Equal(t, []string{"foreign-id"}, all.Data["other_account"])
+
+	require.Equal(t, 1, e.fake.Hits(fakeupstream.EndpointDeleteSecret), "only the replaced secret of this account was deleted")
+	require.Equal(t, []pendingDeletion{foreign}, e.storedConfig(t).PendingDeletions, "the foreign entry is kept, untried")
+	view := e.read(t, "client-secrets/pending").Data["pending_deletions"].([]map[string]any)
+	require.Equal(t, false, view[0]["current_account"])
+}
+
+// A WAL entry of another account (the config was deleted and written for
+// another account within the rollback's age) is never rolled back with
+// the new credential: nothing is listed or deleted there.
+func TestAttackConfigWriterAccount_ARollbackNeverLooksAtAnotherAccount(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	e.configure(t, nil)
+	crashNextCreate(e)
+	_, err := e.rotate(t)
+	require.Error(t, err)
+
+	resp, err := e.do(t, logical.DeleteOperation, "config", nil)
+	require.NoError(t, err)
+	require.NotEmpty(t, resp.Warnings, "the delete says what stays live")
+	other := startOtherFake(t)
+	e.writeConfig(t, other.PluginConfig("mapsindoors"))
+	e.ageWALs(t)
+	e.rollback(t)
+	require.Zero(t, other.Hits(fakeupstream.EndpointListSecrets))
+	require.Zero(t, other.Hits(fakeupstream.EndpointDeleteSecret))
+	require.Contains(t, e.logs.String(), "dropping a rotation write-ahead log entry of another account")
+}
+
+// What counts as another account: a change of client_id, customer_id,
+// provider or either URL (its path included: multi-tenant servers put the
+// tenant there), but not a new secret, a default port written out, or a
+// host's case.
+func TestAccount_WhatIdentifiesAnAccount(t *testing.T) {
+	base := &config{Provider: "mapsindoors", ClientID: "c", CustomerID: "k",
+		TokenURL: "https://auth.mapsindoors.com/connect/token", RotationURL: "https://auth.mapsindoors.com/api/clientcredentials"}
+	same := func(edit func(c *config)) bool {
+		c := base.clone()
+		edit(c)
+		return c.account().fingerprint() == base.account().fingerprint()
+	}
+	require.True(t, same(func(c *config) { c.ClientSecret, c.ClientSecretID = "other", "id2" }))
+	require.True(t, same(func(c *config) { c.TokenURL = "https://AUTH.mapsindoors.com:443/connect/token" }))
+	require.True(t, same(func(c *config) { c.RotationURL = "" }), "the provider's default rotation_url is the one written")
+	require.False(t, same(func(c *config) { c.ClientID = "c2" }))
+	require.False(t, same(func(c *config) { c.CustomerID = "k2" }))
+	require.False(t, same(func(c *config) { c.TokenURL = "https://auth.mapsindoors.com/realms/b/connect/token" }))
+	require.False(t, same(func(c *config) { c.RotationURL = "https://auth.mapsindoors.com:8443/api/clientcredentials" }))
+	require.False(t, same(func(c *config) { c.Provider = "oauth2" }))
+	require.Equal(t, []string{"client_id"}, base.account().movedFields(accountID{
+		Provider: "mapsindoors", ClientID: "c2", CustomerID: "k",
+		TokenURL: base.account().TokenURL, RotationURL: base.account().RotationURL,
+	}))
+}
