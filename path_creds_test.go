@@ -293,3 +293,25 @@ func requireCoded(t testing.TB, err error, status int, mentions string) {
 	require.Equal(t, status, coded.Code())
 	require.Contains(t, err.Error(), mentions)
 }
+
+// An upstream that issues tokens too short to lease (2 s: the 2 s safety
+// margin leaves nothing) must not be asked again on every read: the token
+// is remembered for its life, and the reads meanwhile get the same clear
+// 502 without a request of their own.
+func TestCreds_TooShortTokenIsRememberedForItsLife(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{TokenLifetime: 2 * time.Second})
+	clock := &fixedClock{t: time.Now()}
+	e.b.now = clock.Now
+	e.configure(t, nil)
+	e.role(t, "app", nil)
+	for range 20 {
+		_, err := e.do(t, logical.ReadOperation, "creds/app", nil)
+		requireCoded(t, err, http.StatusBadGateway, "too short to lease")
+	}
+	require.Equal(t, 1, e.fake.Hits(fakeupstream.EndpointToken), "20 reads of a 2 s token that cannot be leased")
+	// Once it has expired, the next read asks again.
+	clock.Add(3 * time.Second)
+	_, err := e.do(t, logical.ReadOperation, "creds/app", nil)
+	requireCoded(t, err, http.StatusBadGateway, "too short to lease")
+	require.Equal(t, 2, e.fake.Hits(fakeupstream.EndpointToken))
+}
