@@ -31,25 +31,28 @@ reads while they have comfortably more life left than the lease they back.
 )
 
 func pathCreds(b *backend) []*framework.Path {
-	return []*framework.Path{{
-		Pattern: "creds/" + roleNameCapture,
+	return []*framework.Path{rolePath("creds/", "request", "token", logical.ReadOperation, &framework.PathOperation{
+		Callback: b.pathCredsRead,
+		Summary:  "Get a bearer token for the role, leased for no longer than it lives.",
+	}, pathCredsHelpSyn, pathCredsHelpDesc)}
+}
+
+// rolePath is a path that names a role after prefix, with one operation.
+func rolePath(prefix, verb, suffix string, op logical.Operation, handler *framework.PathOperation, syn, desc string) *framework.Path {
+	return &framework.Path{
+		Pattern: prefix + roleNameCapture,
 		DisplayAttrs: &framework.DisplayAttributes{
 			OperationPrefix: operationPrefix,
-			OperationVerb:   "request",
-			OperationSuffix: "token",
+			OperationVerb:   verb,
+			OperationSuffix: suffix,
 		},
 		Fields: map[string]*framework.FieldSchema{
 			"name": roleNameField(),
 		},
-		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation: &framework.PathOperation{
-				Callback: b.pathCredsRead,
-				Summary:  "Get a bearer token for the role, leased for no longer than it lives.",
-			},
-		},
-		HelpSynopsis:    pathCredsHelpSyn,
-		HelpDescription: strings.TrimSpace(pathCredsHelpDesc),
-	}}
+		Operations:      map[logical.Operation]framework.OperationHandler{op: handler},
+		HelpSynopsis:    syn,
+		HelpDescription: strings.TrimSpace(desc),
+	}
 }
 
 func secretToken(b *backend) *framework.Secret {

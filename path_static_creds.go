@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -44,45 +43,18 @@ expires. Leases already issued keep their token.
 )
 
 func pathStaticCreds(b *backend) []*framework.Path {
-	return []*framework.Path{{
-		Pattern: "static-creds/" + roleNameCapture,
-		DisplayAttrs: &framework.DisplayAttributes{
-			OperationPrefix: operationPrefix,
-			OperationVerb:   "request",
-			OperationSuffix: "static-token",
-		},
-		Fields: map[string]*framework.FieldSchema{
-			"name": roleNameField(),
-		},
-		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation: &framework.PathOperation{
-				Callback: b.pathStaticCredsRead,
-				Summary:  "Get the role's shared bearer token, without a lease, with when it is replaced.",
-			},
-		},
-		HelpSynopsis:    pathStaticCredsHelpSyn,
-		HelpDescription: strings.TrimSpace(pathStaticCredsHelpDesc),
-	}, {
-		Pattern: "rotate-role/" + roleNameCapture,
-		DisplayAttrs: &framework.DisplayAttributes{
-			OperationPrefix: operationPrefix,
-			OperationVerb:   "rotate",
-			OperationSuffix: "role-token",
-		},
-		Fields: map[string]*framework.FieldSchema{
-			"name": roleNameField(),
-		},
-		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.UpdateOperation: &framework.PathOperation{
-				Callback: b.pathRotateRoleUpdate,
-				Summary:  "Drop the role's shared token (revoking it where the config can), so the next read gets a new one.",
-				// The active node holds the tokens that fetch ahead.
-				ForwardPerformanceStandby: true,
-			},
-		},
-		HelpSynopsis:    pathRotateRoleHelpSyn,
-		HelpDescription: strings.TrimSpace(pathRotateRoleHelpDesc),
-	}}
+	return []*framework.Path{
+		rolePath("static-creds/", "request", "static-token", logical.ReadOperation, &framework.PathOperation{
+			Callback: b.pathStaticCredsRead,
+			Summary:  "Get the role's shared bearer token, without a lease, with when it is replaced.",
+		}, pathStaticCredsHelpSyn, pathStaticCredsHelpDesc),
+		rolePath("rotate-role/", "rotate", "role-token", logical.UpdateOperation, &framework.PathOperation{
+			Callback: b.pathRotateRoleUpdate,
+			Summary:  "Drop the role's shared token (revoking it where the config can), so the next read gets a new one.",
+			// The active node holds the tokens that fetch ahead.
+			ForwardPerformanceStandby: true,
+		}, pathRotateRoleHelpSyn, pathRotateRoleHelpDesc),
+	}
 }
 
 // errNoSharedToken is the answer of static-creds and rotate-role for a

@@ -261,3 +261,94 @@ func buildNoopPlugin(b *testing.B) pluginBuild {
 	sum := sha256.Sum256(data)
 	return pluginBuild{Version: "v0.0.1", Command: "noop-plugin", SHA256: hex.EncodeToString(sum[:])}
 }
+
+// BenchmarkVaultReadRaft reads through one Vault server on integrated
+// storage (Raft, one node, a file audit device), as production runs, side
+// by side in one run: static-creds, a lease-free no-op plugin answering the
+// same fields (the floor static-creds is held to), KV v2, leased creds, and
+// the no-op plugin's leased read. The upstream issues 30 s tokens, so a run
+// of a few seconds crosses token replacements (one about every 10 s).
+// Each reports reads per second, p50 and p99 latency, Raft log entries
+// (storage writes) per read, and upstream token requests per 1,000 reads.
+// It fails when a static-creds read writes storage. Run with:
+//
+//	cd e2e && VAULT_BIN=... go test -run '^$' -bench VaultReadRaft -benchtime 20s .
+func BenchmarkVaultReadRaft(b *testing.B) {
+	requireVault(b)
+	noop := buildNoopPlugin(b)
+	fake := startFake(b, fakeupstream.Options{TokenLifetime: 30 * time.Second})
+	v := startRaftVault(b)
+	v.mustCLI("audit", "enable", "file", "file_path="+filepath.Join(b.TempDir(), "audit.log"))
+	v.registerPlugin(pluginV1)
+	v.enable("mapsindoors", pluginV1)
+	v.apiOK("POST", "mapsindoors/config", fake.PluginConfig("mapsindoors"))
+	v.apiOK("POST", "mapsindoors/roles/app", map[string]any{})
+	v.mustCLI("secrets", "enable", "-path=secret", "kv-v2")
+	eventually(b, 30*time.Second, "KV v2 to take writes", func() bool {
+		code, _ := v.api("POST", "secret/data/app", map[string]any{"data": map[string]any{"value": "x"}})
+		return code == http.StatusOK
+	})
+	v.mustCLI("plugin", "register", "-sha256="+noop.SHA256, "-version="+noop.Version, "-command="+noop.Command, "secret", "noop")
+	v.mustCLI("secrets", "enable", "-path=noop", "-plugin-version="+noop.Version, "noop")
+	// Warm every path once.
+	client := &http.Client{}
+	for _, path := range []string{"mapsindoors/static-creds/app", "noop/static-creds/app", "secret/data/app", "mapsindoors/creds/app", "noop/creds/app"} {
+		v.timedRead(b, client, path, nil)
+	}
+
+	for _, path := range []string{"mapsindoors/static-creds/app", "noop/static-creds/app", "secret/data/app", "mapsindoors/creds/app", "noop/creds/app"} {
+		b.Run(path, func(b *testing.B) {
+			hits := fake.Hits(fakeupstream.EndpointToken)
+			index := v.raftIndex(b)
+			var lat latency.Recorder
+			b.SetParallelism(4) // 8 clients on two cores
+			b.RunParallel(func(pb *testing.PB) {
+				client := &http.Client{}
+				for pb.Next() {
+					if !v.timedRead(b, client, path, &lat) {
+						return
+					}
+				}
+			})
+			writes := float64(v.raftIndex(b)-index) / float64(b.N)
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reads/s")
+			lat.Report(b, time.Microsecond)
+			b.ReportMetric(writes, "storage-writes/read")
+			b.ReportMetric(1000*float64(fake.Hits(fakeupstream.EndpointToken)-hits)/float64(b.N), "upstream-requests/1000-reads")
+			// Vault's own background writes (a few per second at most) are
+			// all a static-creds run may see.
+			if strings.Contains(path, "static-creds") && writes > 0.05 {
+				b.Fatalf("%s: %.3f storage writes per read, want none of its own", path, writes)
+			}
+		})
+	}
+}
+
+// startRaftVault starts one Vault server on integrated storage, initialized
+// and unsealed, with the root token.
+func startRaftVault(b *testing.B) *vaultServer {
+	b.Helper()
+	dir := b.TempDir()
+	data := filepath.Join(dir, "data")
+	require.NoError(b, os.MkdirAll(data, 0o700))
+	storage := fmt.Sprintf("storage \"raft\" {\n  path    = %q\n  node_id = \"bench\"\n}\n", data)
+	v := newConfiguredServer(b, "raft", dir, storage, freePort(b), freePort(b))
+	v.startConfigured()
+	out := decodeJSON(b, v.mustCLI("operator", "init", "-key-shares=1", "-key-threshold=1", "-format=json"))
+	v.token = out["root_token"].(string)
+	code, body := v.api("PUT", "sys/unseal", map[string]any{"key": out["unseal_keys_b64"].([]any)[0]})
+	require.Equal(b, http.StatusOK, code, "unseal: %v", body["errors"])
+	v.waitHealthy(func(code int) bool { return code == http.StatusOK })
+	return v
+}
+
+// raftIndex is the server's Raft commit index: one more for each log
+// entry, that is each storage write.
+func (v *vaultServer) raftIndex(b *testing.B) uint64 {
+	b.Helper()
+	code, body := v.api("GET", "sys/leader", nil)
+	require.Equal(b, http.StatusOK, code)
+	idx, ok := body["raft_committed_index"].(float64)
+	require.True(b, ok, "sys/leader has no raft_committed_index: %v", body)
+	return uint64(idx)
+}
