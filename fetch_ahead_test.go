@@ -196,3 +196,24 @@ func (c *tokenCache) inFlight() bool {
 	}
 	return false
 }
+
+// A fail-over (the plugin starting on another node) starts cold: the first
+// read waits for a token, and the role is warm again after it.
+func TestFetchAhead_FailOverStartsColdAndIsWarmAfterOneRead(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{TokenLifetime: 30 * time.Second})
+	useSimClock(e)
+	e.configure(t, nil)
+	e.role(t, "app", nil)
+	e.read(t, "static-creds/app")
+	e.b = e.newBackend(t)
+	clock := useSimClock(e)
+	for range 40 {
+		e.read(t, "static-creds/app")
+		clock.advance(time.Second)
+		e.settle(clock)
+	}
+	status := e.status(t)
+	require.Equal(t, uint64(1), counter(t, status, "cold_reads"))
+	require.Zero(t, counter(t, status, "reads_waited_on_upstream"))
+	require.Equal(t, 2+int(counter(t, status, "fetch_ahead_requests")), e.fake.Hits(fakeupstream.EndpointToken))
+}
