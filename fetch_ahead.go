@@ -27,7 +27,11 @@ import (
 
 // stepAhead does what lookup said a read should do about fetching ahead.
 func (b *backend) stepAhead(r *roleRead, request string, cur *sharedToken, step aheadStep) {
-	fetch := func() { b.fetchAhead(r, request, cur) }
+	fetch := func(gen uint64) {
+		ahead := *r
+		ahead.cacheGen = gen
+		b.fetchAhead(&ahead, request, cur)
+	}
 	if step == aheadDecide {
 		// Once per window and role: each System call is a round trip to
 		// Vault for an external plugin.
@@ -45,7 +49,7 @@ func (b *backend) stepAhead(r *roleRead, request string, cur *sharedToken, step 
 	b.tokens.ahead.Add(1)
 	go func() {
 		defer b.tokens.ahead.Done()
-		fetch()
+		fetch(r.cacheGen)
 	}()
 }
 

@@ -217,3 +217,20 @@ func TestFetchAhead_FailOverStartsColdAndIsWarmAfterOneRead(t *testing.T) {
 	require.Zero(t, counter(t, status, "reads_waited_on_upstream"))
 	require.Equal(t, 2+int(counter(t, status, "fetch_ahead_requests")), e.fake.Hits(fakeupstream.EndpointToken))
 }
+
+// A write to another role between the arming read and the fetch ahead
+// does not waste the fetched token: it is kept as the next one.
+func TestFetchAhead_AnotherRolesChangeDoesNotDropTheNextToken(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{TokenLifetime: 30 * time.Second})
+	clock := useSimClock(e)
+	e.configure(t, nil)
+	e.role(t, "app", nil)
+	first := e.read(t, "static-creds/app").Data["access_token"].(string)
+	e.role(t, "other", map[string]any{"ttl": "1m"})
+	clock.advance(10 * time.Second) // the fetch ahead armed by the first read
+	e.settle(clock)
+	clock.advance(3 * time.Second) // past the switch
+	resp := e.read(t, "static-creds/app")
+	require.True(t, resp.Data["access_token"] != first, "the token fetched ahead")
+	require.Equal(t, 2, e.fake.Hits(fakeupstream.EndpointToken))
+}

@@ -133,7 +133,7 @@ func (c *tokenCache) lookup(role, request string, now time.Time, observe bool) (
 // activate records whether this node fetches ahead in cur's window. When
 // it does, it arms fetch to run at cur.aheadAt, or says to start it now
 // when that has come.
-func (c *tokenCache) activate(role string, cur *sharedToken, active bool, now time.Time, fetch func()) aheadStep {
+func (c *tokenCache) activate(role string, cur *sharedToken, active bool, now time.Time, fetch func(gen uint64)) aheadStep {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s, ok := c.entries[role]
@@ -152,26 +152,29 @@ func (c *tokenCache) activate(role string, cur *sharedToken, active bool, now ti
 		s.stop()
 	}
 	s.stop = c.after(cur.aheadAt.Sub(now), func() {
-		if c.claim(role, cur) {
+		if gen, ok := c.claim(role, cur); ok {
 			c.ahead.Add(1)
 			defer c.ahead.Done()
-			fetch()
+			fetch(gen)
 		}
 	})
 	return aheadNothing
 }
 
 // claim starts the armed fetch ahead of cur's window, unless the role has
-// moved on, has its next token, or is fetching it already.
-func (c *tokenCache) claim(role string, cur *sharedToken) bool {
+// moved on, has its next token, or is fetching it already. It returns the
+// generation to install the fetched token with: the role still holds
+// cur, so neither the role nor the config changed since cur's window was
+// armed, and a change from now on drops what the fetch brings.
+func (c *tokenCache) claim(role string, cur *sharedToken) (uint64, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s, ok := c.entries[role]
 	if !ok || s.cur != cur || !s.active || s.next != nil || s.fetching {
-		return false
+		return 0, false
 	}
 	s.fetching, s.tried = true, true
-	return true
+	return c.gen, true
 }
 
 // fetched ends a fetch ahead of cur's window, whatever came of it.
