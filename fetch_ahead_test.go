@@ -215,7 +215,7 @@ func TestFetchAhead_FailOverStartsColdAndIsWarmAfterOneRead(t *testing.T) {
 	status := e.status(t)
 	require.Equal(t, uint64(1), counter(t, status, "cold_reads"))
 	require.Zero(t, counter(t, status, "reads_waited_on_upstream"))
-	require.Equal(t, 2+int(counter(t, status, "fetch_ahead_requests")), e.fake.Hits(fakeupstream.EndpointToken))
+	require.EqualValues(t, 2+counter(t, status, "fetch_ahead_requests"), e.fake.Hits(fakeupstream.EndpointToken))
 }
 
 // A write to another role between the arming read and the fetch ahead

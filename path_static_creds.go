@@ -13,6 +13,7 @@ import (
 	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/upstream"
 )
 
+//nolint:gosec // G101: help texts, not credentials.
 const (
 	pathStaticCredsHelpSyn  = "Get the role's shared bearer token without a lease."
 	pathStaticCredsHelpDesc = `
