@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -318,15 +320,25 @@ func BenchmarkVaultReadRaft(b *testing.B) {
 			hits := fake.Hits(fakeupstream.EndpointToken)
 			index := v.raftIndex(b)
 			var lat latency.Recorder
+			var reads rotationReads
+			static := strings.Contains(path, "static-creds")
 			b.SetParallelism(4) // 8 clients on two cores
 			b.RunParallel(func(pb *testing.PB) {
 				client := &http.Client{}
 				for pb.Next() {
-					if !v.timedRead(b, client, path, &lat) {
+					if static {
+						// Decoded to see which token each read got.
+						if !v.rotationRead(b, client, path, &reads, &lat) {
+							return
+						}
+					} else if !v.timedRead(b, client, path, &lat) {
 						return
 					}
 				}
 			})
+			if strings.HasPrefix(path, "mapsindoors/") && static {
+				reads.report(b)
+			}
 			writes := float64(v.raftIndex(b)-index) / float64(b.N)
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reads/s")
 			lat.Report(b, time.Microsecond)
@@ -368,4 +380,88 @@ func (v *vaultServer) raftIndex(b *testing.B) uint64 {
 	idx, ok := body["raft_committed_index"].(float64)
 	require.True(b, ok, "sys/leader has no raft_committed_index: %v", body)
 	return uint64(idx)
+}
+
+// rotationReads are static-creds reads: when each started, how long it
+// took, and which token it got (by last_vault_rotation).
+type rotationReads struct {
+	mu    sync.Mutex
+	reads []rotationRead
+}
+
+type rotationRead struct {
+	start time.Time
+	took  time.Duration
+	token string
+}
+
+// rotationRead reads a static-creds path that must answer 200 and records
+// the read; false (with the benchmark failed) when it did not.
+func (v *vaultServer) rotationRead(b *testing.B, client *http.Client, path string, into *rotationReads, lat *latency.Recorder) bool {
+	start := time.Now()
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, v.addr+"/v1/"+path, nil)
+	if err != nil {
+		b.Error(err)
+		return false
+	}
+	req.Header.Set("X-Vault-Token", v.token)
+	resp, err := client.Do(req)
+	if err != nil {
+		b.Errorf("%s: %v", path, err)
+		return false
+	}
+	var body struct {
+		Data struct {
+			LastVaultRotation string `json:"last_vault_rotation"`
+		} `json:"data"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&body)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	took := time.Since(start)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		b.Errorf("%s: HTTP %d, %v", path, resp.StatusCode, err)
+		return false
+	}
+	lat.Add(took)
+	into.mu.Lock()
+	into.reads = append(into.reads, rotationRead{start: start, took: took, token: body.Data.LastVaultRotation})
+	into.mu.Unlock()
+	return true
+}
+
+// report splits the reads into those that started within a second of a
+// token replacement (the first start that got a newer token) and the
+// others, and reports the p99 of each and the replacements seen.
+func (r *rotationReads) report(b *testing.B) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	slices.SortFunc(r.reads, func(x, y rotationRead) int { return x.start.Compare(y.start) })
+	var switches []time.Time
+	seen := map[string]bool{}
+	for i, rd := range r.reads {
+		if !seen[rd.token] {
+			seen[rd.token] = true
+			if i > 0 {
+				switches = append(switches, rd.start)
+			}
+		}
+	}
+	var across, between latency.Recorder
+	for _, rd := range r.reads {
+		near := slices.ContainsFunc(switches, func(s time.Time) bool {
+			d := rd.start.Sub(s)
+			return d > -time.Second && d < time.Second
+		})
+		if near {
+			across.Add(rd.took)
+		} else {
+			between.Add(rd.took)
+		}
+	}
+	b.ReportMetric(float64(len(switches)), "replacements")
+	if len(switches) > 0 {
+		b.ReportMetric(float64(across.Percentile(99))/float64(time.Microsecond), "p99-across-replacement-µs")
+		b.ReportMetric(float64(between.Percentile(99))/float64(time.Microsecond), "p99-between-replacements-µs")
+	}
 }
