@@ -154,6 +154,7 @@ func newBackend() *backend {
 			pathConfig(b),
 			pathRoles(b),
 			pathCreds(b),
+			pathStaticCreds(b),
 			pathRotate(b),
 			pathClientSecrets(b),
 			pathJWKS(b),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"testing"
 	"time"
 
@@ -107,6 +108,14 @@ func BenchmarkCredsSteadyReads(b *testing.B) {
 			}
 			hits := e.fake.Hits(fakeupstream.EndpointToken) - before
 			b.ReportMetric(1000*float64(hits)/float64(reads), "upstream-requests/1000-reads")
+			// A token serves its role until an hour less the margin (1 min)
+			// and the ttl (5 min) is left, and the next is fetched no sooner
+			// than a lead (1 min) before that: at most one request per role
+			// per 53 simulated minutes, after each role's first.
+			simulated := time.Duration(reads) * 3600 * time.Millisecond
+			if bound := roles * (1 + int(simulated/(53*time.Minute))); hits > bound || hits < roles {
+				b.Fatalf("%d upstream requests for %d reads of %d roles over %s: want %d to %d", hits, reads, roles, simulated, roles, bound)
+			}
 		})
 	}
 }
@@ -136,8 +145,16 @@ func BenchmarkCredsOutage(b *testing.B) {
 				}
 			})
 			elapsed := b.Elapsed().Seconds()
-			b.ReportMetric(float64(e.fake.Hits(ep))/elapsed, "upstream-requests/s")
+			hits := e.fake.Hits(ep)
+			b.ReportMetric(float64(hits)/elapsed, "upstream-requests/s")
 			b.ReportMetric(float64(b.N)/elapsed, "reads/s")
+			// The outage memory lets one try (of up to MaxAttemptsLimit
+			// attempts) through per outageMemoryMin at the most, however
+			// many reads there are.
+			tries := 1 + int(math.Ceil(b.Elapsed().Seconds()/outageMemoryMin.Seconds()))
+			if bound := tries * upstream.MaxAttemptsLimit; hits > bound {
+				b.Fatalf("%d upstream requests in %s of outage (%d reads): want at most %d", hits, b.Elapsed(), b.N, bound)
+			}
 		})
 	}
 }

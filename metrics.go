@@ -52,6 +52,13 @@ type metrics struct {
 	cacheMisses   atomic.Uint64
 	leasesIssued  atomic.Uint64
 	credsFailures atomic.Uint64
+	// Reads by path, and what fetching ahead did (fetch_ahead.go).
+	credsReads       atomic.Uint64
+	staticCredsReads atomic.Uint64
+	coldReads        atomic.Uint64
+	waitedReads      atomic.Uint64
+	aheadRequests    atomic.Uint64
+	aheadFailures    atomic.Uint64
 
 	// mu guards the maps and the latency ring, which change on upstream
 	// calls, rotations and revocations, never on a cache hit.
@@ -79,6 +86,36 @@ func newMetrics(now time.Time) *metrics {
 		verifications: map[string]uint64{},
 	}
 }
+
+// The paths that read a role's token, as reads counts them.
+const (
+	pathKindCreds       = "creds"
+	pathKindStaticCreds = "static-creds"
+)
+
+func (m *metrics) read(kind string) {
+	if kind == pathKindStaticCreds {
+		m.staticCredsReads.Add(1)
+	} else {
+		m.credsReads.Add(1)
+	}
+}
+
+// readWaited counts a read that waited on the upstream for a shared
+// token: one that found the role's token spent (warm), which fetching
+// ahead is there to prevent, or one that found none at all on this node
+// (cold: the first read of a role, after a change, a rotate-role or a
+// fail-over).
+func (m *metrics) readWaited(warm bool) {
+	if warm {
+		m.waitedReads.Add(1)
+	} else {
+		m.coldReads.Add(1)
+	}
+}
+
+func (m *metrics) aheadRequested() { m.aheadRequests.Add(1) }
+func (m *metrics) aheadFailed()    { m.aheadFailures.Add(1) }
 
 func (m *metrics) cacheHit()  { m.cacheHits.Add(1) }
 func (m *metrics) cacheMiss() { m.cacheMisses.Add(1) }
@@ -153,6 +190,14 @@ func (m *metrics) snapshot() map[string]any {
 		"token_cache_misses":       m.cacheMisses.Load(),
 		"leases_issued":            m.leasesIssued.Load(),
 		"token_request_failures":   m.credsFailures.Load(),
+		"reads": map[string]uint64{
+			pathKindCreds:       m.credsReads.Load(),
+			pathKindStaticCreds: m.staticCredsReads.Load(),
+		},
+		"reads_waited_on_upstream": m.waitedReads.Load(),
+		"cold_reads":               m.coldReads.Load(),
+		"fetch_ahead_requests":     m.aheadRequests.Load(),
+		"fetch_ahead_failures":     m.aheadFailures.Load(),
 		"rotations":                cloneCounts(m.rotations),
 		"revocations":              cloneCounts(m.revocations),
 		"verifications":            cloneCounts(m.verifications),

@@ -31,25 +31,28 @@ reads while they have comfortably more life left than the lease they back.
 )
 
 func pathCreds(b *backend) []*framework.Path {
-	return []*framework.Path{{
-		Pattern: "creds/" + roleNameCapture,
+	return []*framework.Path{rolePath("creds/", "request", "token", logical.ReadOperation, &framework.PathOperation{
+		Callback: b.pathCredsRead,
+		Summary:  "Get a bearer token for the role, leased for no longer than it lives.",
+	}, pathCredsHelpSyn, pathCredsHelpDesc)}
+}
+
+// rolePath is a path that names a role after prefix, with one operation.
+func rolePath(prefix, verb, suffix string, op logical.Operation, handler *framework.PathOperation, syn, desc string) *framework.Path {
+	return &framework.Path{
+		Pattern: prefix + roleNameCapture,
 		DisplayAttrs: &framework.DisplayAttributes{
 			OperationPrefix: operationPrefix,
-			OperationVerb:   "request",
-			OperationSuffix: "token",
+			OperationVerb:   verb,
+			OperationSuffix: suffix,
 		},
 		Fields: map[string]*framework.FieldSchema{
 			"name": roleNameField(),
 		},
-		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation: &framework.PathOperation{
-				Callback: b.pathCredsRead,
-				Summary:  "Get a bearer token for the role, leased for no longer than it lives.",
-			},
-		},
-		HelpSynopsis:    pathCredsHelpSyn,
-		HelpDescription: strings.TrimSpace(pathCredsHelpDesc),
-	}}
+		Operations:      map[logical.Operation]framework.OperationHandler{op: handler},
+		HelpSynopsis:    syn,
+		HelpDescription: strings.TrimSpace(desc),
+	}
 }
 
 func secretToken(b *backend) *framework.Secret {
@@ -64,126 +67,206 @@ func secretToken(b *backend) *framework.Secret {
 	}
 }
 
-func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+// roleRead is what a read of a role's token found: the role, the config
+// state and the token request they make.
+type roleRead struct {
+	mount, name string
+	role        *roleEntry
+	st          upstreamState
+	// cacheGen is the token cache's generation from before the role and
+	// config were looked up.
+	cacheGen uint64
+	treq     upstream.TokenRequest
+	// perLease says each lease gets a token of its own (token_per_lease,
+	// or a provider that logs tokens out when their lease ends).
+	perLease bool
+}
+
+// request fingerprints the token request, as the cache keeps it.
+func (r *roleRead) request() string {
+	return strings.Join(r.treq.Scopes, " ") + "\x00" + r.treq.Params.Encode()
+}
+
+// beginRead looks up what a read of the role's token needs; a nil
+// roleRead comes with the response or error to answer with.
+func (b *backend) beginRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*roleRead, *logical.Response, error) {
 	name := d.Get("name").(string)
 	if err := checkRoleName(name); err != nil {
-		return errorResponse(err)
+		resp, err := errorResponse(err)
+		return nil, resp, err
 	}
 	// Taken before the role and the config are looked up: a token fetched
 	// with what this read found is cached only if neither changed since.
 	cacheGen := b.tokens.generation()
 	role, err := b.role(ctx, req.Storage, name)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if role == nil {
-		return logical.ErrorResponse("role %q does not exist; create it with: vault write %sroles/%s ttl=5m", name, req.MountPoint, name), nil
+		return nil, logical.ErrorResponse("role %q does not exist; create it with: vault write %sroles/%s ttl=5m", name, req.MountPoint, name), nil
 	}
 	st, err := b.upstreamState(ctx, req.Storage)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	cfg := st.cfg
-	if cfg == nil {
-		return errorResponse(errNoConfig(req.MountPoint))
+	if st.cfg == nil {
+		resp, err := errorResponse(errNoConfig(req.MountPoint))
+		return nil, resp, err
 	}
-
 	scopes := role.Scopes
 	if len(scopes) == 0 {
-		scopes = cfg.Scopes
+		scopes = st.cfg.Scopes
 	}
-	treq := upstream.TokenRequest{Scopes: scopes, Params: role.tokenParams()}
-	perLease := cfg.provider().tokenPerLease || role.TokenPerLease
-	var tok *upstream.Token
-	if perLease {
-		tok, err = b.leaseToken(ctx, req.MountPoint, name, st, treq)
+	return &roleRead{
+		mount: req.MountPoint, name: name, role: role, st: st, cacheGen: cacheGen,
+		treq:     upstream.TokenRequest{Scopes: scopes, Params: role.tokenParams()},
+		perLease: st.cfg.provider().tokenPerLease || role.TokenPerLease,
+	}, nil, nil
+}
+
+// readFailed answers a read whose token request failed, and logs it once
+// per upstream request (a remembered failure is logged at debug).
+func (b *backend) readFailed(r *roleRead, err error) (*logical.Response, error) {
+	var remembered *backedOffError
+	if errors.As(err, &remembered) && remembered.replay {
+		b.Logger().Debug("token request not tried: a recent failure is remembered", "mount", r.mount, "role", r.name, "error", err)
 	} else {
-		tok, err = b.roleToken(ctx, req.MountPoint, name, role, st, cacheGen, treq)
+		b.Logger().Warn("token request failed", "mount", r.mount, "role", r.name, "error", err)
+		b.tokenRequestFailed(r.name, err)
+	}
+	return errorResponse(err)
+}
+
+// errTooShortToLease is the answer while the role's token lives too short
+// to back a lease (remembered for its life: see tokenTimes.leasable).
+func errTooShortToLease(tok *upstream.Token) error {
+	return logical.CodedError(http.StatusBadGateway, fmt.Sprintf(
+		"the upstream issued a token that lives %s, too short to lease with a %s safety margin",
+		tok.Lifetime(), safetyMargin(tok.Lifetime())))
+}
+
+func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	b.metrics.read(pathKindCreds)
+	r, resp, err := b.beginRead(ctx, req, d)
+	if r == nil {
+		return resp, err
+	}
+	var tok *upstream.Token
+	if r.perLease {
+		tok, err = b.leaseToken(ctx, r.mount, r.name, r.st, r.treq)
+	} else {
+		var shared *sharedToken
+		if shared, err = b.roleToken(ctx, r); err == nil {
+			if !shared.leasable {
+				return nil, errTooShortToLease(shared.Token)
+			}
+			tok = shared.Token
+		}
 	}
 	if err != nil {
-		var remembered *backedOffError
-		if errors.As(err, &remembered) && remembered.replay {
-			b.Logger().Debug("token request not tried: a recent failure is remembered", "mount", req.MountPoint, "role", name, "error", err)
-		} else {
-			b.Logger().Warn("token request failed", "mount", req.MountPoint, "role", name, "error", err)
-			b.tokenRequestFailed(name, err)
-		}
-		return errorResponse(err)
+		return b.readFailed(r, err)
 	}
 
 	now := b.now()
-	lease := leaseDuration(tok, role.TTL, now)
+	lease := leaseDuration(tok, r.role.TTL, now)
 	if lease < time.Second {
-		return nil, logical.CodedError(http.StatusBadGateway, fmt.Sprintf(
-			"the upstream issued a token that lives %s, too short to lease with a %s safety margin",
-			tok.Lifetime(), safetyMargin(tok.Lifetime())))
+		return nil, errTooShortToLease(tok)
 	}
 	internal := map[string]any{
-		leaseRole:      name,
+		leaseRole:      r.name,
 		leaseExpiresAt: tok.ExpiresAt.UTC().Format(time.RFC3339),
 	}
-	if perLease && cfg.RevocationURL != "" {
+	if r.perLease && r.st.cfg.RevocationURL != "" {
 		// Kept with the lease so the revocation can log the token out,
 		// where it was issued, whatever becomes of the config.
 		internal[leaseAccessToken] = tok.AccessToken
-		maps.Copy(internal, revocationData(cfg))
+		maps.Copy(internal, revocationData(r.st.cfg))
 	}
-	resp := b.Secret(secretTypeToken).Response(map[string]any{
+	resp = b.Secret(secretTypeToken).Response(tokenFields(r.name, tok, now), internal)
+	resp.Secret.TTL = lease
+	resp.Secret.MaxTTL = lease
+	b.leaseIssued(r.name, tok, r.perLease)
+	return resp, nil
+}
+
+// tokenFields are the fields of a token that creds and static-creds share.
+func tokenFields(role string, tok *upstream.Token, now time.Time) map[string]any {
+	return map[string]any{
 		"access_token": tok.AccessToken,
 		"token_type":   tok.TokenType,
 		"expires_in":   int64(tok.ExpiresAt.Sub(now) / time.Second),
 		"expires_at":   tok.ExpiresAt.UTC().Format(time.RFC3339),
 		"scope":        tok.Scope,
-		"role":         name,
-	}, internal)
-	resp.Secret.TTL = lease
-	resp.Secret.MaxTTL = lease
-	b.leaseIssued(name, tok, perLease)
-	return resp, nil
+		"role":         role,
+	}
 }
 
-// roleToken returns the role's cached token while it is reusable, and
-// otherwise fetches one; concurrent callers for the same role, request and
-// config generation share a single upstream call. cacheGen is the token
-// cache's generation from before the role and config were looked up.
-func (b *backend) roleToken(ctx context.Context, mount, name string, role *roleEntry, st upstreamState, cacheGen uint64, treq upstream.TokenRequest) (*upstream.Token, error) {
-	request := strings.Join(treq.Scopes, " ") + "\x00" + treq.Params.Encode()
-	if tok := b.tokens.get(name, request); tok != nil && reusable(tok, role.TTL, b.now()) {
+// roleToken returns the role's shared token on this node while it is safe
+// to serve, and otherwise fetches one, which the read waits for; the next
+// token is fetched ahead of the switch (fetch_ahead.go), so that a read of
+// a warm role never waits.
+func (b *backend) roleToken(ctx context.Context, r *roleRead) (*sharedToken, error) {
+	request := r.request()
+	tok, step, warm := b.tokens.lookup(r.name, request, b.now(), true)
+	if tok != nil {
 		b.metrics.cacheHit()
+		b.stepAhead(r, request, tok, step)
 		return tok, nil
 	}
 	b.metrics.cacheMiss()
+	b.metrics.readWaited(warm)
+	tok, err := b.fetchShared(ctx, r, request, false)
+	if err != nil {
+		return nil, err
+	}
+	// The first read of the new token's window may arm its fetch ahead.
+	if cur, step, _ := b.tokens.lookup(r.name, request, b.now(), true); cur == tok {
+		b.stepAhead(r, request, cur, step)
+	}
+	return tok, nil
+}
+
+// fetchShared gets the role's token from the upstream: the one to serve
+// now, or, ahead, the next one. Concurrent callers for the same role,
+// request and config generation share a single upstream call.
+func (b *backend) fetchShared(ctx context.Context, r *roleRead, request string, ahead bool) (*sharedToken, error) {
 	// The generation in the key keeps a read that found a new config out of
 	// a fetch made with the old one.
-	key := strconv.FormatUint(st.gen, 10) + "\x00" + name + "\x00" + request
+	key := strconv.FormatUint(r.st.gen, 10) + "\x00" + r.name + "\x00" + request
 	v, err, _ := b.flight.Do(key, func() (any, error) {
 		// A flight that just landed may have filled the cache.
-		if tok := b.tokens.get(name, request); tok != nil && reusable(tok, role.TTL, b.now()) {
-			return tok, nil
+		if !ahead {
+			if tok, _, _ := b.tokens.lookup(r.name, request, b.now(), false); tok != nil {
+				return tok, nil
+			}
 		}
 		// Checked in the flight, so that every reader that joins it shares
 		// the answer of a remembered failure too.
-		if err := b.outages.check(name, st.gen, b.now()); err != nil {
+		if err := b.outages.check(r.name, r.st.gen, b.now()); err != nil {
 			return nil, err
+		}
+		if ahead {
+			b.metrics.aheadRequested()
 		}
 		// The fetch serves every waiter, so the first caller's cancellation
 		// must not fail the others; the config's timeout still bounds it.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), st.cfg.RequestTimeout)
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.st.cfg.RequestTimeout)
 		defer cancel()
-		tok, err := st.client.Token(fctx, treq)
+		tok, err := r.st.client.Token(fctx, r.treq)
 		if err != nil {
-			return nil, b.outages.record(name, st.gen, err, b.now())
+			return nil, b.outages.record(r.name, r.st.gen, err, b.now())
 		}
-		b.outages.succeeded(name, st.gen)
-		b.tokens.put(name, request, tok, cacheGen)
-		b.tokenIssued(name, tok)
-		b.Logger().Debug("fetched upstream token", "mount", mount, "role", name, "lifetime", tok.Lifetime().String())
-		return tok, nil
+		b.outages.succeeded(r.name, r.st.gen)
+		shared := &sharedToken{Token: tok, tokenTimes: scheduleToken(tok, r.role.TTL)}
+		b.tokens.install(r.name, request, shared, r.cacheGen, b.now())
+		b.tokenIssued(r.name, tok)
+		b.Logger().Debug("fetched upstream token", "mount", r.mount, "role", r.name, "lifetime", tok.Lifetime().String(), "ahead", ahead)
+		return shared, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return v.(*upstream.Token), nil
+	return v.(*sharedToken), nil
 }
 
 // leaseToken gets a token of its own for one lease: with the refresh

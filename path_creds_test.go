@@ -293,3 +293,102 @@ func requireCoded(t testing.TB, err error, status int, mentions string) {
 	require.Equal(t, status, coded.Code())
 	require.Contains(t, err.Error(), mentions)
 }
+
+// An upstream that issues tokens too short to lease (2 s: the 2 s safety
+// margin leaves nothing) must not be asked again on every read: the token
+// is remembered for its life, and the reads meanwhile get the same clear
+// 502 without a request of their own.
+func TestCreds_TooShortTokenIsRememberedForItsLife(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{TokenLifetime: 2 * time.Second})
+	clock := &fixedClock{t: time.Now()}
+	e.b.now = clock.Now
+	e.configure(t, nil)
+	e.role(t, "app", nil)
+	for range 20 {
+		_, err := e.do(t, logical.ReadOperation, "creds/app", nil)
+		requireCoded(t, err, http.StatusBadGateway, "too short to lease")
+	}
+	require.Equal(t, 1, e.fake.Hits(fakeupstream.EndpointToken), "20 reads of a 2 s token that cannot be leased")
+	// Once it has expired, the next read asks again.
+	clock.Add(3 * time.Second)
+	_, err := e.do(t, logical.ReadOperation, "creds/app", nil)
+	requireCoded(t, err, http.StatusBadGateway, "too short to lease")
+	require.Equal(t, 2, e.fake.Hits(fakeupstream.EndpointToken))
+}
+
+// moveDuringFetch starts a creds read whose token request the first fake
+// holds, moves the config to a second fake while it is held, and returns
+// the second fake, a func that lets the held request go, and the held
+// read's result.
+func moveDuringFetch(t *testing.T, e *testEnv) (*fakeupstream.Server, func(), <-chan string) {
+	t.Helper()
+	other, err := fakeupstream.Start(fakeupstream.Options{})
+	require.NoError(t, err)
+	t.Cleanup(other.Close)
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	e.fake.OnRequest(func(ep fakeupstream.Endpoint, _ *http.Request) {
+		if ep == fakeupstream.EndpointToken {
+			once.Do(func() { close(held) })
+			<-release
+		}
+	})
+	first := make(chan string, 1)
+	go func() {
+		resp, err := e.b.HandleRequest(context.Background(), credsRequest(e, "app"))
+		if err != nil || resp.IsError() {
+			first <- ""
+			return
+		}
+		first <- resp.Data["access_token"].(string)
+	}()
+	<-held
+	e.writeConfig(t, other.PluginConfig("mapsindoors"))
+	var releaseOnce sync.Once
+	return other, func() { releaseOnce.Do(func() { close(release) }) }, first
+}
+
+// A read that comes after a config write never joins a token request made
+// with the config it replaced (the config generation in the shared
+// fetch's key): it gets a token of the new upstream.
+func TestCreds_ReadAfterAConfigMoveNeverJoinsTheOldConfigsFetch(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	e.configure(t, nil)
+	e.role(t, "app", nil)
+	other, release, first := moveDuringFetch(t, e)
+	defer release()
+	second := make(chan string, 1)
+	go func() {
+		resp, err := e.b.HandleRequest(context.Background(), credsRequest(e, "app"))
+		if err != nil || resp.IsError() {
+			second <- ""
+			return
+		}
+		second <- resp.Data["access_token"].(string)
+	}()
+	var token string
+	select {
+	case token = <-second:
+	case <-time.After(10 * time.Second):
+		release()
+		token = <-second
+	}
+	release()
+	require.True(t, other.TokenLive(token), "the read after the move got a token of the new upstream")
+	require.True(t, e.fake.TokenLive(<-first), "the held read got the old upstream's token")
+}
+
+// A token request made with the old config that lands after a config
+// write is not cached (the generation in the token cache's install): the
+// next read gets a token of the new upstream.
+func TestCreds_TokenOfTheOldConfigIsNotCachedAfterAMove(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	e.configure(t, nil)
+	e.role(t, "app", nil)
+	other, release, first := moveDuringFetch(t, e)
+	release()
+	require.True(t, e.fake.TokenLive(<-first))
+	token := e.read(t, "creds/app").Data["access_token"].(string)
+	require.True(t, other.TokenLive(token), "the next read got a token of the new upstream, not the old config's")
+	require.Equal(t, 1, other.Hits(fakeupstream.EndpointToken))
+}

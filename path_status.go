@@ -14,9 +14,12 @@ const (
 Reading status returns in-memory counters of this mount since its plugin
 started (or was reloaded): upstream requests and failures by status, token
 request latency (p50 and p99 of the last 1024), token cache hits and misses,
-tokens issued, rotations, revocations and verifications by outcome, replaced
-secrets deleted, and the pending deletions in the stored config. Nothing
-secret. Counters start again at zero when the plugin restarts, and each node
+tokens issued, reads by path (creds, static-creds), reads that waited on the
+upstream for a role's token (reads_waited_on_upstream: the role had a token
+on this node but it was spent; cold_reads: it had none), the next tokens
+fetched ahead and how many of those fetches failed, rotations, revocations
+and verifications by outcome, replaced secrets deleted, and the pending
+deletions in the stored config. Nothing secret. Counters start again at zero when the plugin restarts, and each node
 that runs the plugin counts its own.
 `
 )

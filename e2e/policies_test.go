@@ -67,6 +67,9 @@ func TestPolicies_EachAllowsWhatItSaysAndNothingElse(t *testing.T) {
 	ops := []operation{
 		{"read creds/app", http.MethodGet, "mapsindoors/creds/app", none},
 		{"read creds/other", http.MethodGet, "mapsindoors/creds/other", none},
+		{"read static-creds/app", http.MethodGet, "mapsindoors/static-creds/app", none},
+		{"read static-creds/other", http.MethodGet, "mapsindoors/static-creds/other", none},
+		{"rotate-role app", http.MethodPost, "mapsindoors/rotate-role/app", none},
 		{"read config", http.MethodGet, "mapsindoors/config", none},
 		{"write config", http.MethodPost, "mapsindoors/config", func(*vaultServer) map[string]any { return map[string]any{"request_timeout": 20} }},
 		{"read role", http.MethodGet, "mapsindoors/roles/app", none},
@@ -90,7 +93,7 @@ func TestPolicies_EachAllowsWhatItSaysAndNothingElse(t *testing.T) {
 		{"delete config", http.MethodDelete, "mapsindoors/config", none},
 	}
 	allowed := map[string][]string{
-		"app": {"read creds/app"},
+		"app": {"read creds/app", "read static-creds/app"},
 		"operator": {"read config", "write config", "read role", "list roles", "write role", "delete role", "rotate-root",
 			"read verify", "read status", "list client-secrets", "read client-secrets", "revoke the mount's leases", "revoke a role's leases", "delete config"},
 		"auditor": {"read config", "read role", "list roles", "read verify", "read status", "list client-secrets",

@@ -1,7 +1,10 @@
 // Command noopplugin is a secrets engine that does nothing but return a
-// leased, non-renewable secret shaped like a creds answer. The e2e
+// leased, non-renewable secret shaped like a creds answer (creds/<name>),
+// and the same fields with static-creds' ttl, rotation_period and
+// last_vault_rotation and no lease (static-creds/<name>). The e2e
 // benchmark reads it beside the real plugin to tell Vault's cost of a
-// leased plugin read (the gRPC hop, the lease write) from the plugin's own.
+// plugin read (the gRPC hop, and for creds the lease write) from the
+// plugin's own.
 package main
 
 import (
@@ -54,6 +57,28 @@ func factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 			},
 		}},
 	}
+	b.Paths = append(b.Paths, &framework.Path{
+		Pattern: "static-creds/" + framework.GenericNameRegex("name"),
+		Fields:  map[string]*framework.FieldSchema{"name": {Type: framework.TypeString}},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation: &framework.PathOperation{
+				Callback: func(_ context.Context, _ *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+					now := time.Now()
+					return &logical.Response{Data: map[string]any{
+						"access_token":        "noop-token-value-of-typical-length",
+						"token_type":          "Bearer",
+						"expires_in":          int64(3600),
+						"expires_at":          now.Add(time.Hour).UTC().Format(time.RFC3339),
+						"scope":               "",
+						"role":                d.Get("name"),
+						"ttl":                 int64(1740),
+						"rotation_period":     int64(1740),
+						"last_vault_rotation": now.UTC().Format(time.RFC3339Nano),
+					}}, nil
+				},
+			},
+		},
+	})
 	if err := b.Setup(ctx, conf); err != nil {
 		return nil, err
 	}
