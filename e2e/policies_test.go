@@ -81,6 +81,8 @@ func TestPolicies_EachAllowsWhatItSaysAndNothingElse(t *testing.T) {
 		{"read status", http.MethodGet, "mapsindoors/status", none},
 		{"list client-secrets", "LIST", "mapsindoors/client-secrets", none},
 		{"read client-secrets", http.MethodGet, "mapsindoors/client-secrets", none},
+		{"read pending deletions", http.MethodGet, "mapsindoors/client-secrets/pending", none},
+		{"settle pending deletions", http.MethodPost, "mapsindoors/client-secrets/pending", none},
 		{"revoke the mount's leases", http.MethodPut, "sys/leases/revoke-prefix/mapsindoors/creds", none},
 		{"revoke a role's leases", http.MethodPut, "sys/leases/revoke-prefix/mapsindoors/creds/app", none},
 		{"revoke a lease", http.MethodPut, "sys/leases/revoke", func(root *vaultServer) map[string]any {
@@ -95,11 +97,12 @@ func TestPolicies_EachAllowsWhatItSaysAndNothingElse(t *testing.T) {
 	allowed := map[string][]string{
 		"app": {"read creds/app", "read static-creds/app"},
 		"operator": {"read config", "write config", "read role", "list roles", "write role", "delete role", "rotate-root",
-			"read verify", "read status", "list client-secrets", "read client-secrets", "revoke the mount's leases", "revoke a role's leases", "delete config"},
+			"read verify", "read status", "list client-secrets", "read client-secrets", "read pending deletions", "settle pending deletions",
+			"rotate-role app", "revoke the mount's leases", "revoke a role's leases", "delete config"},
 		"auditor": {"read config", "read role", "list roles", "read verify", "read status", "list client-secrets",
-			"read client-secrets", "hash for the audit log"},
+			"read client-secrets", "read pending deletions", "hash for the audit log"},
 		"monitor": {"read verify", "read status"},
-		"vso":     {"read creds/app", "revoke a lease"},
+		"vso":     {"read creds/app", "read static-creds/app", "revoke a lease"},
 	}
 	// The operator goes last: it rotates the secret and deletes the config.
 	for _, policy := range []string{"app", "auditor", "monitor", "vso", "operator"} {

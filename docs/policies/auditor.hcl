@@ -28,6 +28,10 @@ path "mapsindoors/client-secrets/" {
   capabilities = ["list"]
 }
 
+path "mapsindoors/client-secrets/pending" {
+  capabilities = ["read"]
+}
+
 path "sys/audit-hash/file" {
   capabilities = ["update"]
 }

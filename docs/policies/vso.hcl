@@ -6,6 +6,12 @@ path "mapsindoors/creds/app" {
   capabilities = ["read"]
 }
 
+# A VaultDynamicSecret with allowStaticCreds: true reads the shared token
+# without a lease instead.
+path "mapsindoors/static-creds/app" {
+  capabilities = ["read"]
+}
+
 path "sys/leases/revoke" {
   capabilities = ["update"]
 }
