@@ -1,4 +1,4 @@
-// Command vault is Vault v1.21.4, one server of the compatibility matrix
+// Command vault is Vault v1.21.2, one server of the compatibility matrix
 // (make compat). It is built from the Go module proxy, like the pinned
 // server in ../vault; scripts/vault.sh builds it with Vault's "minimal"
 // build tag and says where the binary is cached.
