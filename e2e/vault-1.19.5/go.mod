@@ -490,7 +490,7 @@ require (
 
 // As Vault v1.19.5's own go.mod, with the in-tree sdk and api it replaces
 // itself replaced by the published versions its release requires.
-replace github.com/hashicorp/vault/sdk => github.com/hashicorp/vault/sdk v0.15.2
+replace github.com/hashicorp/vault/sdk => github.com/hashicorp/vault/sdk v0.17.0
 
 replace github.com/hashicorp/vault/api => github.com/hashicorp/vault/api v1.16.0
 
