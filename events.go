@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/upstream"
 )
@@ -50,6 +52,10 @@ type eventQueue struct {
 	// lastErr is the last send failure logged: a Vault without events
 	// fails every send the same way, and one debug line says so.
 	lastErr string
+	// unsupported is set once the server answered a send with
+	// codes.Unimplemented: it has no events RPC (Vault before 1.13,
+	// OpenBao), and later events are not sent at all.
+	unsupported bool
 	// inFlight lets tests wait until every queued event was handed over.
 	inFlight sync.WaitGroup
 }
@@ -64,6 +70,10 @@ type pendingEvent struct {
 func (b *backend) emit(eventType string, metadata ...string) {
 	q := b.events
 	q.mu.Lock()
+	if q.unsupported {
+		q.mu.Unlock()
+		return
+	}
 	if len(q.pending) >= eventQueueLimit {
 		q.dropped++
 		q.mu.Unlock()
@@ -90,7 +100,12 @@ func (b *backend) sendEvents() {
 		}
 		ev := q.pending[0]
 		q.pending = q.pending[1:]
+		unsupported := q.unsupported
 		q.mu.Unlock()
+		if unsupported { // queued before the server said it has no events RPC
+			q.inFlight.Done()
+			continue
+		}
 
 		ctx, cancel := context.WithTimeout(context.Background(), eventSendTimeout)
 		err := logical.SendEvent(ctx, b.Backend, ev.eventType, ev.metadata...)
@@ -103,10 +118,22 @@ func (b *backend) sendEvents() {
 }
 
 // eventNotSent logs a failed send at debug level, once per kind of
-// failure: on the community edition every send may fail alike.
+// failure: on the community edition every send may fail alike. A server
+// without the events RPC at all is logged once at info level, and this
+// mount sends no event to it again.
 func (b *backend) eventNotSent(eventType string, err error) {
 	q := b.events
 	q.mu.Lock()
+	if status.Code(err) == codes.Unimplemented {
+		first := !q.unsupported
+		q.unsupported = true
+		q.mu.Unlock()
+		if first {
+			b.Logger().Info("this server does not take plugin events (no events RPC: Vault before 1.13, or OpenBao); this mount sends none from now on",
+				"event_type", eventType, "error", err)
+		}
+		return
+	}
 	repeat := q.lastErr == err.Error()
 	q.lastErr = err.Error()
 	q.mu.Unlock()

@@ -11,6 +11,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/fakeupstream"
 )
@@ -245,4 +247,29 @@ func TestEvents_SlowVaultHoldsNoRequestAndTheQueueIsBounded(t *testing.T) {
 	close(rec.hold)
 	e.b.events.wait()
 	require.Len(t, rec.ofType(eventTokenIssued), reads-dropped)
+}
+
+// A server without the events RPC (Vault before 1.13, OpenBao) answers
+// every send with codes.Unimplemented, the way gRPC answers a method it
+// does not serve. The engine says so in one log line and stops asking: no
+// request fails, and no later event costs a round trip to a server that
+// cannot take it.
+func TestEvents_ServerWithoutTheEventsRPCIsAskedOnceAndLoggedOnce(t *testing.T) {
+	rec := &recordingSender{err: status.Error(codes.Unimplemented, "unknown service pb.Events")}
+	e := newTestEnv(t, fakeupstream.Options{}, withEvents(rec))
+	e.configure(t, nil)
+	e.role(t, "app", nil)
+	for range 3 {
+		e.b.tokens.reset()     // a new token each time: a token-issued event each
+		e.read(t, "creds/app") // queued behind the first send, or after its answer
+	}
+	require.Equal(t, true, e.read(t, "verify").Data["ok"])
+	_, err := e.rotate(t)
+	require.NoError(t, err)
+	e.b.events.wait()
+
+	require.Len(t, rec.sent(), 1, "asked once; once it said it has no events RPC, never again")
+	require.Equal(t, 1, strings.Count(e.logs.String(), "does not take plugin events"), e.logs.String())
+	require.Zero(t, strings.Count(e.logs.String(), "a Vault event was not sent"), "not logged twice")
+	require.Zero(t, e.read(t, "status").Data["events_dropped"], "not counted as dropped: there is nowhere to send them")
 }

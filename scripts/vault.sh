@@ -3,31 +3,44 @@
 # it from the Go module proxy the first time (no vault binary can be
 # downloaded here). The build is cached outside the repository and reused.
 #
-#   VAULT_BIN=/path/to/vault   use this binary instead
-#   a vault on PATH of the same major.minor is used as is
+#   scripts/vault.sh [MODULE_DIR]
+#
+# MODULE_DIR is the Go module that builds the server, relative to the
+# repository: e2e/vault (the default) is the pinned server, e2e/vault-X.Y.Z
+# a server of the compatibility matrix (make compat).
+#
+#   VAULT_BIN=/path/to/vault   use this binary instead (pinned server only)
+#   a vault on PATH of the same major.minor is used as is (pinned server only)
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
+module="${1:-e2e/vault}"
+pinned=0
+[[ "$module" == "e2e/vault" ]] && pinned=1
+if [[ ! -f "$root/$module/go.mod" ]]; then
+  echo "No Vault build module at $module (no go.mod there)." >&2
+  exit 1
+fi
 # One source for the version: the require line of the Vault build module.
 VAULT_VERSION="$(awk '
   $1 == "require" && $2 == "github.com/hashicorp/vault" { print $3; exit }
   $1 == "github.com/hashicorp/vault" { print $2; exit }
-' "$root/e2e/vault/go.mod")"
+' "$root/$module/go.mod")"
 VAULT_VERSION="${VAULT_VERSION#v}"
 if [[ -z "$VAULT_VERSION" ]]; then
-  echo "No 'github.com/hashicorp/vault vX.Y.Z' require line in e2e/vault/go.mod." >&2
+  echo "No 'github.com/hashicorp/vault vX.Y.Z' require line in $module/go.mod." >&2
   exit 1
 fi
 cache="${VAULT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-secrets-mapsindoors}"
 bin="$cache/vault-v$VAULT_VERSION"
 
-if [[ -n "${VAULT_BIN:-}" ]]; then
+if [[ $pinned == 1 && -n "${VAULT_BIN:-}" ]]; then
   echo "$VAULT_BIN"; exit 0
 fi
 if [[ -x "$bin" ]]; then
   echo "$bin"; exit 0
 fi
-if command -v vault >/dev/null 2>&1; then
+if [[ $pinned == 1 ]] && command -v vault >/dev/null 2>&1; then
   have="$(vault version 2>/dev/null | sed -n 's/^Vault v\([0-9]*\.[0-9]*\)\..*/\1/p')"
   if [[ "$have" == "${VAULT_VERSION%.*}" ]]; then
     command -v vault; exit 0
@@ -35,8 +48,9 @@ if command -v vault >/dev/null 2>&1; then
 fi
 
 mkdir -p "$cache"
-# One build at a time: a second caller (the e2e step while .ci/run's early
-# build is still going) waits for the first and then uses its binary.
+# One build at a time, of any version: a second caller (the e2e step while
+# .ci/run's early build is still going) waits for the first and then uses
+# its binary, and two servers never compete with each other for the cores.
 exec 9>"$cache/.vault-build.lock"
 flock 9
 if [[ -x "$bin" ]]; then
@@ -53,7 +67,7 @@ trap 'rm -f "$tmp"' EXIT
 # in half the time of the full binary (measured on 2 cores: 448 s against
 # 849 s). Without cgo, as HashiCorp builds its releases; -s -w drop the
 # symbol and debug tables nobody reads here.
-(cd "$root/e2e/vault" && CGO_ENABLED=0 go build -tags minimal -trimpath -ldflags "-s -w" -o "$tmp" .) >&2
+(cd "$root/$module" && CGO_ENABLED=0 go build -tags minimal -trimpath -ldflags "-s -w" -o "$tmp" .) >&2
 chmod +x "$tmp"
 mv -f "$tmp" "$bin"
 trap - EXIT
