@@ -79,6 +79,10 @@ func (r *redactor) add(secret, user string) {
 	q20 := strings.ReplaceAll(q, "+", "%20")
 	p := url.PathEscape(secret)
 	r.variants = append(r.variants, secret, q, q20, p, lowerHex(q), lowerHex(q20), lowerHex(p), html.EscapeString(secret))
+	if shown := printable(secret); shown != secret {
+		// As text shows a secret with runes it makes spaces.
+		r.variants = append(r.variants, shown)
+	}
 	r.variants = append(r.variants, base64s(secret)...)
 	if user != "" {
 		r.variants = append(r.variants, base64s(user+":"+secret)...)
@@ -95,19 +99,21 @@ func (r *redactor) add(secret, user string) {
 }
 
 // text is s with every credential out, control and invalid characters
-// made spaces, and at most maxTextLen bytes long.
+// made spaces, and at most maxTextLen bytes long. The credentials are
+// looked for in the text as it came, before anything is made a space: a
+// secret with a rune that is not printable (NBSP, a zero-width space, a
+// soft hyphen) matches only there. What the mapping then leaves is looked
+// at again, so a secret that merely differs in such runes goes too.
 func (r *redactor) text(s string) string {
 	cut := len(s) > maxScan
 	if cut {
 		s = s[:maxScan]
 	}
-	s = strings.Map(func(c rune) rune {
-		if !unicode.IsPrint(c) {
-			return ' '
-		}
-		return c
-	}, strings.ToValidUTF8(s, string(utf8.RuneError)))
 	s = r.replace(s)
+	if r.leaks(s) {
+		return withheld
+	}
+	s = r.replace(printable(strings.ToValidUTF8(s, string(utf8.RuneError))))
 	if r.leaks(s) {
 		return withheld
 	}
@@ -120,6 +126,16 @@ func (r *redactor) text(s string) string {
 		}
 	}
 	return truncate(s, maxTextLen)
+}
+
+// printable is s with every rune that is not printable made a space.
+func printable(s string) string {
+	return strings.Map(func(c rune) rune {
+		if !unicode.IsPrint(c) {
+			return ' '
+		}
+		return c
+	}, s)
 }
 
 // longest is the length of the longest encoding of a credential.

@@ -229,13 +229,7 @@ func TestError_RedactsEveryEncodingOfEveryCredential(t *testing.T) {
 			for encName, enc := range encodings("my-id", secret) {
 				for _, where := range []string{"error_description", "error"} {
 					t.Run(cred.name+"/"+secretName+"/"+encName+"/"+where, func(t *testing.T) {
-						a := func(w http.ResponseWriter) {
-							if where == "error" {
-								oauthError(w, http.StatusBadRequest, enc, "")
-								return
-							}
-							oauthError(w, http.StatusBadRequest, "invalid_request", "you sent "+enc+", which is wrong")
-						}
+						a := echoAnswer(where, enc)
 						answer.Store(&a)
 						id, err := cred.do(t, srv, secret)
 						require.Error(t, err)
@@ -245,6 +239,18 @@ func TestError_RedactsEveryEncodingOfEveryCredential(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// echoAnswer answers 400 with enc as the error code (where is "error") or
+// inside the error_description.
+func echoAnswer(where, enc string) func(http.ResponseWriter) {
+	return func(w http.ResponseWriter) {
+		if where == "error" {
+			oauthError(w, http.StatusBadRequest, enc, "")
+			return
+		}
+		oauthError(w, http.StatusBadRequest, "invalid_request", "you sent "+enc+", which is wrong")
 	}
 }
 
