@@ -129,6 +129,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	} else if resp, err := b.verifyNewConfig(ctx, d, stored, cfg); resp != nil || err != nil {
 		return resp, err
 	}
+	if err := b.keepRevocationCAs(ctx, req.Storage, stored, cfg); err != nil {
+		return nil, err
+	}
 	if err := putConfig(ctx, req.Storage, cfg); err != nil {
 		return nil, err
 	}
@@ -213,6 +216,9 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ 
 	defer unlock()
 	stored, err := getConfig(ctx, req.Storage)
 	if err != nil {
+		return nil, err
+	}
+	if err := b.keepRevocationCAs(ctx, req.Storage, stored); err != nil {
 		return nil, err
 	}
 	if err := req.Storage.Delete(ctx, configStoragePath); err != nil {
