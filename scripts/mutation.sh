@@ -29,10 +29,15 @@ if [[ ! -x "$bin" ]]; then
 fi
 
 pkg="${1:-./upstream}"
+# gremlins times each mutant's tests against its first, coverage-gathering
+# run; a result from go test's cache would make that run take a second and
+# every mutant time out. -count=1 is ignored by go commands without it.
+export GOFLAGS="${GOFLAGS:+$GOFLAGS }-count=1"
 # A mutant whose tests run past coefficient x the unmutated run counts as
 # TIMED OUT (a kill by gremlins' rules); 3 leaves room on a busy machine.
+# No --test-cpu: v0.6.0 passes it to go test as the one argument "-cpu N",
+# which go test refuses, so every mutant would count as killed.
 exec "$bin" unleash "$pkg" \
   --workers "${MUTATION_WORKERS:-1}" \
-  --test-cpu 1 \
   --timeout-coefficient 3 \
   --threshold-efficacy "${MUTATION_EFFICACY:-90}"
