@@ -1,0 +1,236 @@
+package upstream_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"unicode/utf16"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/mapsindoors/vault-plugin-secrets-mapsindoors/upstream"
+)
+
+// Edges a mutation run found untested: each test here fails when the
+// boundary or the rule it names is moved.
+
+// statusLineEcho is a server that answers every request with a malformed
+// status line holding what pick takes from the request. net/http quotes
+// such a line in its error, so the credential would reach the error's text
+// unless the transport error is redacted too.
+func statusLineEcho(t *testing.T, pick func(r *http.Request) string) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		conn, buf, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_, _ = buf.WriteString("HTTP/1.1 " + pick(r) + " Nope\r\nContent-Length: 0\r\n\r\n")
+		_ = buf.Flush()
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// A transport error can carry what the server sent, and the server may
+// echo a credential in it: token requests, refreshes, the clientcredentials
+// API, logouts and RFC 7009 revocations all redact it. (Made a pass-through,
+// redactor.err let all of these through.)
+func TestError_TransportErrorsEchoingACredentialAreRedacted(t *testing.T) {
+	const secret, password, refresh, access = "cl13nt-s3cr3t-value", "p4ssw0rd-value-here", "r3fr3sh-t0k3n-value", "acc3ss-t0k3n-value"
+	formOr := func(field string) func(r *http.Request) string {
+		return func(r *http.Request) string {
+			if v := r.PostForm.Get(field); v != "" {
+				return v
+			}
+			return strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		}
+	}
+	cases := []struct {
+		name, secret, field string
+		call                func(c *upstream.HTTPClient) error
+	}{
+		{"token request, client secret", secret, "client_secret", func(c *upstream.HTTPClient) error {
+			_, err := c.Token(context.Background(), upstream.TokenRequest{})
+			return err
+		}},
+		{"token request, password", password, "password", func(c *upstream.HTTPClient) error {
+			_, err := c.Token(context.Background(), upstream.TokenRequest{})
+			return err
+		}},
+		{"refresh", refresh, "refresh_token", func(c *upstream.HTTPClient) error {
+			_, err := c.Refresh(context.Background(), refresh, upstream.TokenRequest{})
+			return err
+		}},
+		{"logout", access, "", func(c *upstream.HTTPClient) error { return c.Logout(context.Background(), access) }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := statusLineEcho(t, formOr(tc.field))
+			c := newClient(t, upstream.Config{TokenURL: srv.URL + "/token", RevocationURL: srv.URL + "/logout", CACertPEM: caPEM(srv),
+				ClientID: "id", ClientSecret: secret, GrantType: upstream.GrantPassword, AuthMethod: upstream.AuthClientSecretPost,
+				Username: "me@example.com", Password: password})
+			err := tc.call(c)
+			require.ErrorContains(t, err, "malformed HTTP status code")
+			requireNoEncoding(t, err.Error(), "id", tc.secret)
+		})
+	}
+	t.Run("RFC 7009 revocation", func(t *testing.T) {
+		srv := statusLineEcho(t, func(r *http.Request) string { return r.PostForm.Get("token") })
+		c := newClient(t, upstream.Config{TokenURL: srv.URL + "/token", RevocationURL: srv.URL + "/revoke", RevocationStyle: upstream.RevocationRFC7009,
+			CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: secret, GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+		err := c.Logout(context.Background(), access)
+		require.ErrorContains(t, err, "malformed HTTP status code")
+		requireNoEncoding(t, err.Error(), "id", access)
+	})
+	t.Run("clientcredentials API", func(t *testing.T) {
+		srv := newEchoServer(t, access, nil, nil)
+		echo := statusLineEcho(t, formOr(""))
+		srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/api" {
+				echo.Config.Handler.ServeHTTP(w, r)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"access_token":"` + access + `","expires_in":60}`))
+		})
+		c := newClient(t, upstream.Config{TokenURL: srv.URL + "/token", RotationURL: srv.URL + "/api", CustomerID: "cust", CACertPEM: caPEM(srv),
+			ClientID: "id", ClientSecret: secret, GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+		_, err := c.ListClientSecrets(context.Background())
+		require.ErrorContains(t, err, "malformed HTTP status code")
+		requireNoEncoding(t, err.Error(), "id", access)
+	})
+}
+
+// describe answers one token request with this error_description and
+// returns what the client made of it.
+func describe(t *testing.T, secret, description string) *upstream.Error {
+	t.Helper()
+	srv := newEchoServer(t, "t", func(w http.ResponseWriter) {
+		oauthError(w, http.StatusBadRequest, "invalid_request", description)
+	}, nil)
+	c := newClient(t, upstream.Config{TokenURL: srv.URL + "/token", CACertPEM: caPEM(srv), ClientID: "my-id", ClientSecret: secret,
+		GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+	_, err := c.Token(context.Background(), upstream.TokenRequest{})
+	var ue *upstream.Error
+	require.True(t, errors.As(err, &ue), "%v", err)
+	return ue
+}
+
+// A description that ends inside an escape is read to its end, not past
+// it: the JSON-escape backstop stops at the text's last byte.
+func TestError_DescriptionsEndingInsideAnEscape(t *testing.T) {
+	for _, d := range []string{`ends in \`, `ends in \u`, `ends in \u12`, `ends in \u123`, `ends in \ud83d`, `ends in \ud83d\`,
+		`ends in \ud83d\u`, `ends in \ud83d\ude0`, `\`, `\u`, `x\"\`} {
+		t.Run(d, func(t *testing.T) {
+			require.Equal(t, d, describe(t, "s3cr3t-value", d).Description)
+		})
+	}
+}
+
+// Texts are kept up to exactly 300 bytes; one byte more is cut there.
+func TestError_DescriptionOfExactly300BytesIsKeptWhole(t *testing.T) {
+	for n, want := range map[int]string{
+		299: strings.Repeat("y", 299),
+		300: strings.Repeat("y", 300),
+		301: strings.Repeat("y", 300) + "…",
+	} {
+		require.Equal(t, want, describe(t, "s3cr3t-value", strings.Repeat("y", n)).Description, "%d bytes", n)
+	}
+	// A rune that would end past byte 300 is left out whole.
+	require.Equal(t, strings.Repeat("y", 299)+"…", describe(t, "s3cr3t-value", strings.Repeat("y", 299)+"é").Description)
+	require.Equal(t, strings.Repeat("y", 298)+"é", describe(t, "s3cr3t-value", strings.Repeat("y", 298)+"é").Description)
+}
+
+// The backstop undoes \u escapes that no listed encoding matches (hex in
+// mixed case, surrogate pairs for astral runes) and finds a non-ASCII
+// secret in them: the text is withheld.
+func TestError_BackstopDecodesUnicodeEscapesOfANonASCIISecret(t *testing.T) {
+	const secret = "ünï-秘密-🔑-cødé"
+	var mixed strings.Builder
+	for i, r := range secret {
+		if r < 0x80 {
+			mixed.WriteRune(r)
+			continue
+		}
+		for _, u := range utf16.Encode([]rune{r}) {
+			hex := []byte(strings.ToLower(string([]byte{"0123456789abcdef"[u>>12], "0123456789abcdef"[u>>8&15], "0123456789abcdef"[u>>4&15], "0123456789abcdef"[u&15]})))
+			if i%2 == 0 {
+				hex[len(hex)-1] = byte(strings.ToUpper(string(hex[len(hex)-1]))[0])
+			} else {
+				hex[0] = byte(strings.ToUpper(string(hex[0]))[0])
+			}
+			mixed.WriteString(`\u` + string(hex))
+		}
+	}
+	for name, text := range map[string]string{
+		"mixed-case hex":              mixed.String(),
+		"mixed-case hex, URL-encoded": url.QueryEscape(mixed.String()),
+		"escaped only in the middle":  "ünï-" + `\u79D8\u5bC6` + "-🔑-cødé",
+		"astral rune as a mixed pair": "ünï-秘密-" + `\uD83d\uDd11` + "-cødé",
+	} {
+		t.Run(name, func(t *testing.T) {
+			ue := describe(t, secret, "you sent "+text)
+			require.Equal(t, "[withheld: it held a credential]", ue.Description)
+		})
+	}
+	// A lone surrogate, or one followed by no low surrogate, decodes to
+	// nothing that matches: the text stays.
+	require.Equal(t, `lone \ud83d and \ud83dx`, describe(t, secret, `lone \ud83d and \ud83dx`).Description)
+}
+
+// A refresh without scopes sends no scope parameter at all: an empty
+// scope= asks some servers for a token with no scope.
+func TestRefresh_WithoutScopesSendsNoScope(t *testing.T) {
+	srv, last := recordingServer(t, nil)
+	c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "s",
+		GrantType: upstream.GrantPassword, AuthMethod: upstream.AuthClientSecretPost, Username: "u", Password: "p"})
+	_, err := c.Refresh(context.Background(), "rt", upstream.TokenRequest{})
+	require.NoError(t, err)
+	_, sent := last.Load().form["scope"]
+	require.False(t, sent, "a refresh without scopes sent scope=")
+	_, err = c.Refresh(context.Background(), "rt", upstream.TokenRequest{Scopes: []string{"a", "b"}})
+	require.NoError(t, err)
+	require.Equal(t, "a b", last.Load().form.Get("scope"))
+}
+
+// IsInvalidClient is a refused credential (401, or invalid_client), never
+// an outage or a throttle: a rotation that took those for a refusal would
+// give up on a new secret that merely met a bad minute.
+func TestIsInvalidClient_OnlyForARefusedCredential(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{&upstream.Error{StatusCode: 401}, true},
+		{&upstream.Error{StatusCode: 400, Code: "invalid_client"}, true},
+		{&upstream.Error{StatusCode: 400, Code: "invalid_grant"}, false},
+		{&upstream.Error{StatusCode: 500}, false},
+		{&upstream.Error{StatusCode: 503, Code: "temporarily_unavailable"}, false},
+		{&upstream.Error{StatusCode: 429, Code: "slow_down"}, false},
+		{&upstream.Error{Description: "connection refused"}, false},
+		{errors.New("invalid_client"), false},
+		{nil, false},
+	} {
+		require.Equal(t, tc.want, upstream.IsInvalidClient(tc.err), "%#v", tc.err)
+	}
+}
+
+// IsPermanent: redirects and answers that a retry gets again; never the
+// answers that say "not now", nor a failure without an answer.
+func TestIsPermanent_RedirectsAndRefusalsNotOutages(t *testing.T) {
+	for status, want := range map[int]bool{
+		200: false, 299: false, 300: true, 301: true, 308: true, 400: true, 404: true, 405: true,
+		408: false, 429: false, 500: false, 501: true, 502: false, 503: false, 504: false, 505: true,
+	} {
+		require.Equal(t, want, upstream.IsPermanent(&upstream.Error{StatusCode: status}), "HTTP %d", status)
+	}
+	require.False(t, upstream.IsPermanent(&upstream.Error{Description: "connection reset"}))
+	require.False(t, upstream.IsPermanent(errors.New("HTTP 301")))
+}
