@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 	"unicode"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -73,4 +74,63 @@ func TestAttackUpstream_EchoOfAPasswordWithInvisibleRunesStaysOut(t *testing.T) 
 			}
 		})
 	}
+}
+
+// A token endpoint that redirects (to a host of the attacker's) gets a 502,
+// and the credential goes nowhere else: no redirect is followed, for any
+// provider.
+func TestAttackUpstream_RedirectCarriesNoCredentialAway(t *testing.T) {
+	for _, provider := range fakeupstream.Providers() {
+		t.Run(provider, func(t *testing.T) {
+			e := newTestEnv(t, fakeupstream.Options{})
+			thief := startOtherFake(t)
+			e.writeConfig(t, e.fake.PluginConfig(provider))
+			e.role(t, "app", nil)
+			e.fake.InjectFault(tokenEndpoint(provider), fakeupstream.Fault{Status: http.StatusTemporaryRedirect,
+				Redirect: thief.URL() + "/collect", Times: -1})
+			_, err := e.do(t, logical.ReadOperation, "creds/app", nil)
+			requireCoded(t, err, http.StatusBadGateway, "HTTP 307")
+			v := e.read(t, "verify")
+			require.Equal(t, false, v.Data["ok"])
+			require.Empty(t, thief.Unexpected(), "the thief's host got a request")
+		})
+	}
+}
+
+// A network attacker who answers in the upstream's place (a certificate of
+// its own) gets no request: the TLS handshake fails on the configured CA
+// before anything is sent, and the error says so without a secret.
+func TestAttackNetwork_InterceptorWithAnotherCertificateGetsNothing(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	var got int
+	interceptor := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { got++ }))
+	t.Cleanup(interceptor.Close)
+	cfg := e.fake.PluginConfig("oauth2")
+	cfg["token_url"] = interceptor.URL + "/token" // the fake's CA stays the trusted one
+	e.writeConfig(t, cfg)
+	e.role(t, "app", nil)
+	_, err := e.do(t, logical.ReadOperation, "creds/app", nil)
+	requireCoded(t, err, http.StatusBadGateway, "certificate")
+	v := e.read(t, "verify")
+	require.Equal(t, false, v.Data["ok"])
+	require.Zero(t, got, "the interceptor got a request")
+}
+
+// An upstream that asks for days of quiet (Retry-After) holds the mount's
+// logins back at most 5 minutes: it cannot shut the mount for longer.
+func TestAttackUpstream_RetryAfterCannotShutTheMountForLong(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	clock := &fixedClock{t: time.Now()}
+	e.b.now = clock.Now
+	e.configure(t, nil)
+	e.role(t, "app", nil)
+	e.fake.InjectFault(fakeupstream.EndpointToken, fakeupstream.Fault{Status: 429, Code: "slow_down", RetryAfter: "864000", Times: 1})
+	_, err := e.do(t, logical.ReadOperation, "creds/app", nil)
+	requireCoded(t, err, http.StatusBadGateway, "HTTP 429")
+	clock.Add(5*time.Minute - time.Second)
+	_, err = e.do(t, logical.ReadOperation, "creds/app", nil)
+	requireCoded(t, err, http.StatusBadGateway, "Retry-After")
+	clock.Add(2 * time.Second)
+	e.read(t, "creds/app")
+	require.Equal(t, true, e.read(t, "verify").Data["ok"])
 }
