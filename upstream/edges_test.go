@@ -234,3 +234,36 @@ func TestIsPermanent_RedirectsAndRefusalsNotOutages(t *testing.T) {
 	require.False(t, upstream.IsPermanent(&upstream.Error{Description: "connection reset"}))
 	require.False(t, upstream.IsPermanent(errors.New("HTTP 301")))
 }
+
+// CertPool names the block that is wrong, counting from 1 across the
+// bundle.
+func TestCertPool_NamesTheBlockThatIsWrong(t *testing.T) {
+	srv, _ := recordingServer(t, nil)
+	ca := caPEM(srv)
+	_, err := upstream.CertPool(ca + "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+	require.EqualError(t, err, `PEM block 2 is a "PRIVATE KEY", not a CERTIFICATE`)
+	_, err = upstream.CertPool(ca + ca + "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+	require.ErrorContains(t, err, "certificate 3 does not parse")
+	_, err = upstream.CertPool("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+	require.EqualError(t, err, `PEM block 1 is a "PRIVATE KEY", not a CERTIFICATE`)
+}
+
+// An answer of exactly 1 MiB is read; one byte more is refused.
+func TestClientSecrets_AnswerOfExactly1MiBIsRead(t *testing.T) {
+	for size, ok := range map[int]bool{1 << 20: true, 1<<20 + 1: false} {
+		srv := newEchoServer(t, "t", nil, func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/json")
+			head := `[{"id":"a","description":"`
+			_, _ = w.Write([]byte(head + strings.Repeat("x", size-len(head)-3) + `"}]`))
+		})
+		c := newClient(t, upstream.Config{TokenURL: srv.URL + "/token", RotationURL: srv.URL + "/api", CustomerID: "cust", CACertPEM: caPEM(srv),
+			ClientID: "id", ClientSecret: "s", GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+		list, err := c.ListClientSecrets(context.Background())
+		if ok {
+			require.NoError(t, err, "%d bytes", size)
+			require.Len(t, list, 1)
+		} else {
+			require.ErrorContains(t, err, "larger than 1048576 bytes", "%d bytes", size)
+		}
+	}
+}
