@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf16"
 
 	"github.com/stretchr/testify/require"
@@ -266,4 +267,23 @@ func TestClientSecrets_AnswerOfExactly1MiBIsRead(t *testing.T) {
 			require.ErrorContains(t, err, "larger than 1048576 bytes", "%d bytes", size)
 		}
 	}
+}
+
+// Every encoding of a credential is replaced whole, leaving no remnant of
+// a longer one that a shorter one is part of (base64 without padding is
+// the start of base64 with it): the longest is replaced first.
+func TestError_EncodingsAreReplacedWholeLongestFirst(t *testing.T) {
+	for name, secret := range awkwardSecrets {
+		for encName, enc := range encodings("my-id", secret) {
+			t.Run(name+"/"+encName, func(t *testing.T) {
+				require.Equal(t, "you sent [redacted], which is wrong", describe(t, secret, "you sent "+enc+", which is wrong").Description)
+			})
+		}
+	}
+}
+
+// An error says "retry after" only when the upstream sent a Retry-After.
+func TestError_TextMentionsRetryAfterOnlyWhenSent(t *testing.T) {
+	require.NotContains(t, (&upstream.Error{Op: "token request", StatusCode: 503}).Error(), "retry after")
+	require.Contains(t, (&upstream.Error{Op: "token request", StatusCode: 503, RetryAfter: time.Second}).Error(), "retry after 1s")
 }
