@@ -287,3 +287,12 @@ func TestError_TextMentionsRetryAfterOnlyWhenSent(t *testing.T) {
 	require.NotContains(t, (&upstream.Error{Op: "token request", StatusCode: 503}).Error(), "retry after")
 	require.Contains(t, (&upstream.Error{Op: "token request", StatusCode: 503, RetryAfter: time.Second}).Error(), "retry after 1s")
 }
+
+// A text of exactly 16 KiB is read whole; only a longer one is cut, and a
+// cut drops what could be part of an encoded credential at its end: with
+// a long credential that is all of what was read.
+func TestError_TextOfExactly16KiBIsReadWhole(t *testing.T) {
+	long := strings.Repeat("%", 4<<10) // 12 KiB URL-encoded
+	require.Equal(t, strings.Repeat("y", 300)+"…", describe(t, long, strings.Repeat("y", 16<<10)).Description)
+	require.Equal(t, "…", describe(t, long, strings.Repeat("y", 16<<10+1)).Description)
+}

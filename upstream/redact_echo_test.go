@@ -42,6 +42,13 @@ func TestError_EchoedPasswordWithNonPrintableRunesIsRedacted(t *testing.T) {
 			require.ErrorContains(t, err, `HTTP 400, OAuth2 error "invalid_grant": login refused for [redacted] with password [redacted]`)
 			requireNoEncoding(t, err.Error(), "client", password)
 			require.False(t, strings.Contains(err.Error(), asShown(password)), "the password, a rune turned into a space, is in the error")
+
+			// An upstream that turned the rune into a space itself.
+			srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				oauthError(w, http.StatusBadRequest, "invalid_grant", "bad password "+asShown(password))
+			})
+			_, err = c.Token(context.Background(), upstream.TokenRequest{})
+			require.ErrorContains(t, err, `"invalid_grant": bad password [redacted]`)
 		})
 	}
 }
