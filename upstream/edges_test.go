@@ -2,7 +2,9 @@ package upstream_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
+	"math/rand"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -295,4 +297,61 @@ func TestError_TextOfExactly16KiBIsReadWhole(t *testing.T) {
 	long := strings.Repeat("%", 4<<10) // 12 KiB URL-encoded
 	require.Equal(t, strings.Repeat("y", 300)+"…", describe(t, long, strings.Repeat("y", 16<<10)).Description)
 	require.Equal(t, "…", describe(t, long, strings.Repeat("y", 16<<10+1)).Description)
+}
+
+// codeOf answers one token request with this error code and returns the
+// code the client kept.
+func codeOf(t *testing.T, secret, code string) *upstream.Error {
+	t.Helper()
+	srv := newEchoServer(t, "t", func(w http.ResponseWriter) { oauthError(w, http.StatusBadRequest, code, "") }, nil)
+	c := newClient(t, upstream.Config{TokenURL: srv.URL + "/token", CACertPEM: caPEM(srv), ClientID: "my-id", ClientSecret: secret,
+		GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+	_, err := c.Token(context.Background(), upstream.TokenRequest{})
+	var ue *upstream.Error
+	require.True(t, errors.As(err, &ue), "%v", err)
+	return ue
+}
+
+// An error code is kept up to exactly 64 characters, with every character
+// RFC 6749 allows (space and ~ at its ends), and dropped past that; a code
+// read whole (16 KiB) that is a code once the credential is out is kept.
+func TestError_CodeBoundsAsRFC6749Says(t *testing.T) {
+	for code, kept := range map[string]bool{
+		strings.Repeat("c", 64): true, strings.Repeat("c", 65): false,
+		"invalid client": true, "a~b": true, "!#[]": true, "a\x7fb": false, "a\x1fb": false, `a"b`: false, `a\b`: false,
+	} {
+		want := ""
+		if kept {
+			want = code
+		}
+		require.Equal(t, want, codeOf(t, "s3cr3t-value", code).Code, "%q", code)
+	}
+	long := strings.Repeat("z", 16<<10-len("invalid_client:"))
+	require.Equal(t, "invalid_client:[redacted]", codeOf(t, long, "invalid_client:"+long).Code)
+	require.Empty(t, codeOf(t, long, "invalid_client:"+long+"x").Code, "past 16 KiB a code is not read")
+}
+
+// The base64 backstop reads runs of every character of both alphabets:
+// base64 that no listed encoding matches (of "Bearer: " and the secret)
+// is found whatever characters it has, and the text is withheld.
+func TestError_Base64BackstopReadsEveryAlphabetCharacter(t *testing.T) {
+	rng := rand.New(rand.NewSource(7))
+	seen := map[byte]bool{}
+	for range 60 {
+		b := make([]byte, 12+rng.Intn(12))
+		for i := range b {
+			b[i] = byte(0x21 + rng.Intn(0x5e))
+		}
+		secret := string(b)
+		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawURLEncoding} {
+			text := enc.EncodeToString([]byte("Bearer: " + secret))
+			for i := range len(text) {
+				seen[text[i]] = true
+			}
+			require.Equal(t, "[withheld: it held a credential]", describe(t, secret, "you sent "+text).Description)
+		}
+	}
+	for _, c := range []byte("AZaz09+/-_=") {
+		require.True(t, seen[c], "no encoding had %q", c)
+	}
 }
