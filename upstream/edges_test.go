@@ -355,3 +355,17 @@ func TestError_Base64BackstopReadsEveryAlphabetCharacter(t *testing.T) {
 		require.True(t, seen[c], "no encoding had %q", c)
 	}
 }
+
+// The percent-decoding backstop reads every hex digit in either case,
+// escapes of characters that need none included: a text that holds the
+// secret percent-encoded in mixed case (no listed encoding is) is withheld.
+// A text that ends inside an escape is read to its end.
+func TestError_BackstopDecodesPercentEscapesInMixedCase(t *testing.T) {
+	const secret = "a*b:c/d?e)f0gZ"
+	for _, text := range []string{"a%2ab%3Ac%2fd%3Fe%29f%30g%5a", "a%2Ab%3ac%2Fd%3fe%29f0g%5A"} {
+		require.Equal(t, "[withheld: it held a credential]", describe(t, secret, "you sent "+text).Description, text)
+	}
+	for _, d := range []string{`ends in %`, `ends in %4`, `ends in %4g`, `%`, `+`} {
+		require.Equal(t, d, describe(t, secret, d).Description)
+	}
+}
