@@ -369,3 +369,17 @@ func TestError_BackstopDecodesPercentEscapesInMixedCase(t *testing.T) {
 		require.Equal(t, d, describe(t, secret, d).Description)
 	}
 }
+
+// The base64 backstop reads a run from each of its four offsets, whatever
+// base64 characters the echo is glued to on either side, and a run as
+// short as 4 characters (3 bytes).
+func TestError_Base64BackstopReadsRunsGluedToOtherCharacters(t *testing.T) {
+	const secret = "s3cr3t+v4lue" // "Bearer: " and it: 20 bytes, no padding
+	enc := base64.RawStdEncoding.EncodeToString([]byte("Bearer: " + secret + "!"))
+	require.Zero(t, len(enc)%4)
+	for _, text := range []string{enc + "x", "x" + enc, "xy" + enc, "xyz" + enc, "x" + enc + "yz"} {
+		require.Equal(t, "[withheld: it held a credential]", describe(t, secret, "you sent "+text).Description, text)
+	}
+	// "%41" in base64 is 4 characters: the shortest run read.
+	require.Equal(t, "[withheld: it held a credential]", describe(t, "A", "you sent "+base64.StdEncoding.EncodeToString([]byte("%41"))).Description)
+}
