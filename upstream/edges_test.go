@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"maps"
 	"math/rand"
 	"net/http"
 	"net/http/httptest"
@@ -275,7 +276,12 @@ func TestClientSecrets_AnswerOfExactly1MiBIsRead(t *testing.T) {
 // a longer one that a shorter one is part of (base64 without padding is
 // the start of base64 with it): the longest is replaced first.
 func TestError_EncodingsAreReplacedWholeLongestFirst(t *testing.T) {
-	for name, secret := range awkwardSecrets {
+	secrets := map[string]string{
+		"U+0080, the first rune past ASCII": "c0ntrol-\u0080-and-\u00ff",
+		"a backslash and u":                 `p4ss\u12-and\uabc`,
+	}
+	maps.Copy(secrets, awkwardSecrets)
+	for name, secret := range secrets {
 		for encName, enc := range encodings("my-id", secret) {
 			t.Run(name+"/"+encName, func(t *testing.T) {
 				require.Equal(t, "you sent [redacted], which is wrong", describe(t, secret, "you sent "+enc+", which is wrong").Description)

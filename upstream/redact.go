@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"html"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"unicode"
@@ -382,32 +383,17 @@ func jsonEscape(s string, escapeHTML, ascii, slash bool) string {
 // upperUnicodeEscapes writes the hex of \u escapes in upper case, as some
 // encoders do.
 func upperUnicodeEscapes(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+5 < len(s) && s[i+1] == 'u' {
-			b.WriteString(`\u` + strings.ToUpper(s[i+2:i+6]))
-			i += 5
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return unicodeEscape.ReplaceAllStringFunc(s, func(e string) string { return `\u` + strings.ToUpper(e[2:]) })
 }
 
 // lowerHex writes the hex of percent escapes in lower case, which RFC 3986
 // allows and some servers send.
-func lowerHex(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) {
-			b.WriteString("%" + strings.ToLower(s[i+1:i+3]))
-			i += 2
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+func lowerHex(s string) string { return percentEscape.ReplaceAllStringFunc(s, strings.ToLower) }
+
+var (
+	unicodeEscape = regexp.MustCompile(`\\u[0-9A-Fa-f]{4}`)
+	percentEscape = regexp.MustCompile(`%[0-9A-Fa-f]{2}`)
+)
 
 func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
 
