@@ -2,7 +2,9 @@ package upstream
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,4 +65,22 @@ func TestFits_WaitWithinTheTimeoutOrDeadline(t *testing.T) {
 	defer cancel()
 	require.True(t, fits(ctx, 59*time.Minute, time.Second), "the deadline, not the timeout, bounds it")
 	require.False(t, fits(ctx, time.Hour+time.Second, 2*time.Hour))
+}
+
+// A request is sent again only if its body can be: none, an empty one, or
+// one GetBody makes anew.
+func TestRewindable_OnlyBodiesThatCanBeSentAgain(t *testing.T) {
+	body := io.NopCloser(strings.NewReader("x=1"))
+	require.True(t, rewindable(&http.Request{}))
+	require.True(t, rewindable(&http.Request{Body: http.NoBody}))
+	require.True(t, rewindable(&http.Request{Body: body, GetBody: func() (io.ReadCloser, error) { return body, nil }}))
+	require.False(t, rewindable(&http.Request{Body: body}))
+}
+
+// truncate cuts on a rune boundary, and never before the text's start,
+// even in bytes that are no UTF-8.
+func TestTruncate_OnARuneBoundaryNeverBeforeTheStart(t *testing.T) {
+	require.Equal(t, "…", truncate("\x80\x80\x80", 2))
+	require.Equal(t, "a…", truncate("aé", 2))
+	require.Equal(t, "aé", truncate("aé", 3))
 }
