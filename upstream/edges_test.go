@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"io"
 	"maps"
 	"math/rand"
 	"net/http"
@@ -388,4 +389,85 @@ func TestError_Base64BackstopReadsRunsGluedToOtherCharacters(t *testing.T) {
 	}
 	// "%41" in base64 is 4 characters: the shortest run read.
 	require.Equal(t, "[withheld: it held a credential]", describe(t, "A", "you sent "+base64.StdEncoding.EncodeToString([]byte("%41"))).Description)
+}
+
+// seenRequest is what an API server saw of one request.
+type seenRequest struct{ method, contentType, body string }
+
+// apiServer answers token requests with a token and API requests with
+// status and body (content type ct), recording what the API got.
+func apiServer(t *testing.T, status int, ct, body string) (*upstream.HTTPClient, *[]seenRequest) {
+	t.Helper()
+	var seen []seenRequest
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/token" {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"access_token":"acc3ss-t0ken-for-the-api","expires_in":60}`))
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		seen = append(seen, seenRequest{r.Method, r.Header.Get("Content-Type"), string(b)})
+		w.Header().Set("Content-Type", ct)
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(body))
+	}))
+	t.Cleanup(srv.Close)
+	return newClient(t, upstream.Config{TokenURL: srv.URL + "/token", RotationURL: srv.URL + "/api", CustomerID: "cust", CACertPEM: caPEM(srv),
+		ClientID: "id", ClientSecret: "s3cret", GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost}), &seen
+}
+
+// A create carries the client credentials form the vendor's page shows;
+// a list and a delete carry no body and no form content type.
+func TestClientSecrets_OnlyACreateCarriesTheForm(t *testing.T) {
+	c, seen := apiServer(t, 200, "application/json", `{"id":"n","secret":"v"}`)
+	_, err := c.CreateClientSecret(context.Background(), "d")
+	require.NoError(t, err)
+	require.NoError(t, c.DeleteClientSecret(context.Background(), "old"))
+	_, _ = c.ListClientSecrets(context.Background())
+	require.Len(t, *seen, 3)
+	create := (*seen)[0]
+	require.Equal(t, "application/x-www-form-urlencoded", create.contentType)
+	form, err := url.ParseQuery(create.body)
+	require.NoError(t, err)
+	require.Equal(t, url.Values{"grant_type": {"client_credentials"}, "client_id": {"id"}, "client_secret": {"s3cret"}}, form)
+	for _, r := range (*seen)[1:] {
+		require.Empty(t, r.body, r.method)
+		require.Empty(t, r.contentType, r.method)
+	}
+}
+
+// Any 2xx is a success (299 too); an OAuth2 error from the API is read
+// from JSON whatever the content type, and from a form only when it says
+// it is one (or plain text).
+func TestClientSecrets_AnswersAndTheirErrors(t *testing.T) {
+	c, _ := apiServer(t, 299, "application/json", `[{"id":"a"}]`)
+	list, err := c.ListClientSecrets(context.Background())
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	for ct, code := range map[string]string{
+		"application/x-www-form-urlencoded": "invalid_request", "text/plain; charset=utf-8": "invalid_request", "text/html": "",
+	} {
+		c, _ := apiServer(t, 400, ct, "error=invalid_request&error_description=bad+customer")
+		_, err := c.ListClientSecrets(context.Background())
+		var ue *upstream.Error
+		require.True(t, errors.As(err, &ue))
+		require.Equal(t, code, ue.Code, "%s: %v", ct, err)
+	}
+	c, _ = apiServer(t, 300, "application/json", `[]`)
+	_, err = c.ListClientSecrets(context.Background())
+	require.ErrorContains(t, err, "HTTP 300")
+}
+
+// A scope among the extra parameters is sent when the request names no
+// scopes, and gives way to them when it does.
+func TestToken_ScopeParameterGivesWayToScopes(t *testing.T) {
+	srv, last := recordingServer(t, nil)
+	c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "s",
+		GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+	_, err := c.Token(context.Background(), upstream.TokenRequest{Params: url.Values{"scope": {"from-params"}}})
+	require.NoError(t, err)
+	require.Equal(t, "from-params", last.Load().form.Get("scope"))
+	_, err = c.Token(context.Background(), upstream.TokenRequest{Scopes: []string{"a"}, Params: url.Values{"scope": {"from-params"}}})
+	require.NoError(t, err)
+	require.Equal(t, []string{"a"}, last.Load().form["scope"])
 }

@@ -71,10 +71,10 @@ func (c *HTTPClient) Refresh(ctx context.Context, refreshToken string, req Token
 	}
 	x := c.newExchange(true)
 	ctx, clientID, clientSecret, style := c.tokenContext(ctx, x, params)
-	// An expired token makes x/oauth2's TokenSource refresh at once. When
-	// the answer has no refresh_token, x/oauth2 keeps the one sent, which
-	// RFC 6749 §6 leaves in force.
-	expired := &oauth2.Token{RefreshToken: refreshToken, Expiry: time.Now().Add(-time.Hour)}
+	// A token with no access token makes x/oauth2's TokenSource refresh at
+	// once. When the answer has no refresh_token, x/oauth2 keeps the one
+	// sent, which RFC 6749 §6 leaves in force.
+	expired := &oauth2.Token{RefreshToken: refreshToken}
 	tok, err := c.oauth2Config(clientID, clientSecret, style, req.Scopes).TokenSource(ctx, expired).Token()
 	if err != nil {
 		return nil, c.tokenError(op, x, err, refreshToken)
