@@ -471,3 +471,33 @@ func TestToken_ScopeParameterGivesWayToScopes(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"a"}, last.Load().form["scope"])
 }
+
+// A token answer past the 1 MiB x/oauth2 reads is named as such.
+func TestToken_AnswerPast1MiBIsNamed(t *testing.T) {
+	srv, _ := recordingServer(t, func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"access_token":"tok","padding":"` + strings.Repeat("x", 1<<20) + `"}`))
+	})
+	c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "s",
+		GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+	_, err := c.Token(context.Background(), upstream.TokenRequest{})
+	require.ErrorContains(t, err, "it is at least 1048576 bytes, all x/oauth2 reads of one")
+}
+
+// A token type the answer leaves out is Bearer; one it gives is kept.
+func TestToken_TypeDefaultsToBearer(t *testing.T) {
+	for answer, want := range map[string]string{
+		`{"access_token":"tok","expires_in":60}`:                     "Bearer",
+		`{"access_token":"tok","expires_in":60,"token_type":"DPoP"}`: "DPoP",
+	} {
+		srv, _ := recordingServer(t, func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(answer))
+		})
+		c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "s",
+			GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+		tok, err := c.Token(context.Background(), upstream.TokenRequest{})
+		require.NoError(t, err)
+		require.Equal(t, want, tok.TokenType)
+	}
+}

@@ -139,10 +139,8 @@ func (c *HTTPClient) tokenError(op string, x *exchange, err error, held ...strin
 	var re *oauth2.RetrieveError
 	switch {
 	case errors.As(err, &re):
-		if re.Response != nil {
-			e.StatusCode = re.Response.StatusCode
-			e.RetryAfter = retryAfter(re.Response, x.arrived)
-		}
+		// Its status and Retry-After are the exchange's last answer's,
+		// which x.fill has set.
 		e.setOAuth2Error(r, re.ErrorCode, re.ErrorDescription)
 	case x.readErr != nil:
 		// x/oauth2 keeps only the text of why reading the answer failed.
