@@ -501,3 +501,19 @@ func TestToken_TypeDefaultsToBearer(t *testing.T) {
 		require.Equal(t, want, tok.TokenType)
 	}
 }
+
+// Every token request asks for JSON, as CameraManager's page requires.
+func TestToken_AsksForJSON(t *testing.T) {
+	var accept string
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		accept = r.Header.Get("Accept")
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"access_token":"tok","expires_in":60}`))
+	}))
+	t.Cleanup(srv.Close)
+	c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "s",
+		GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost})
+	_, err := c.Token(context.Background(), upstream.TokenRequest{})
+	require.NoError(t, err)
+	require.Equal(t, "application/json", accept)
+}
