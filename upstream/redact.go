@@ -265,7 +265,8 @@ func base64Runs(s string, found func(decoded string) bool) bool {
 			continue // two bytes at most, no credential
 		}
 		run = toStdBase64.Replace(run)
-		for off := 0; off < 4 && len(run)-off >= 2; off++ {
+		// A part of one character trims to "", which holds nothing.
+		for off := range 4 {
 			part := run[off:]
 			if len(part)%4 == 1 {
 				part = part[:len(part)-1]
