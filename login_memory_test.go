@@ -50,7 +50,7 @@ func TestLoginMemory_VerifyPollsMakeNoLoginsWithARefusedPassword(t *testing.T) {
 	require.Equal(t, true, e.read(t, "verify").Data["ok"])
 }
 
-// Defect 3, Retry-After: a 429 asking for 120 s of quiet was honoured by
+// Defect 3, Retry-After: a 429 asking for 120 s of quiet was honored by
 // the role that got it, while verify went on asking. Before the fix:
 // "token endpoint hits: 1 after the 429 creds read, 11 after 10 verify
 // reads". The memory is the credential's: every role, verify,
@@ -87,7 +87,7 @@ func TestLoginMemory_RetryAfterHoldsBackEveryPathOfTheCredential(t *testing.T) {
 	require.Greater(t, e.fake.Hits(fakeupstream.EndpointToken), hits)
 }
 
-// A Retry-After is honoured up to 5 minutes, whatever the upstream asks:
+// A Retry-After is honored up to 5 minutes, whatever the upstream asks:
 // a broken or hostile upstream cannot shut the mount for hours. The
 // figures are the promised ones, not read from the code.
 func TestLoginMemory_RetryAfterIsCappedAtFiveMinutes(t *testing.T) {

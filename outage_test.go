@@ -179,7 +179,7 @@ func TestOutage_RetryAfterIsHonoured(t *testing.T) {
 
 // The outage memory's bounds as README promises them, in figures (not read
 // from the code's constants): 1 s after the first failure, doubling with
-// each one in a row up to 30 s; a Retry-After is honoured up to 5 minutes;
+// each one in a row up to 30 s; a Retry-After is honored up to 5 minutes;
 // a failure under another config generation holds nothing back, and a
 // success forgets.
 func TestOutageMemory_PromisedBounds(t *testing.T) {

@@ -35,7 +35,7 @@ func statusLineEcho(t *testing.T, pick func(r *http.Request) string) *httptest.S
 		if err != nil {
 			return
 		}
-		defer conn.Close()
+		defer func() { _ = conn.Close() }()
 		_, _ = buf.WriteString("HTTP/1.1 " + pick(r) + " Nope\r\nContent-Length: 0\r\n\r\n")
 		_ = buf.Flush()
 	}))
@@ -347,7 +347,7 @@ func TestError_Base64BackstopReadsEveryAlphabetCharacter(t *testing.T) {
 	for range 60 {
 		b := make([]byte, 12+rng.Intn(12))
 		for i := range b {
-			b[i] = byte(0x21 + rng.Intn(0x5e))
+			b[i] = byte(0x21 + rng.Intn(0x5e)) //nolint:gosec // G115: 0x21..0x7e fits a byte
 		}
 		secret := string(b)
 		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawURLEncoding} {

@@ -99,13 +99,13 @@ func TestError_RandomUnicodeSecretsAreRedactedInEveryEncoding(t *testing.T) {
 func randomSecret(rng *rand.Rand) string {
 	const escaped = `+$/=&%"\<>'#?:@ ~`
 	kinds := []func() rune{
-		func() rune { return fromTable(rng, unicode.Zs) },                 // spaces: NBSP, ideographic, thin
-		func() rune { return fromTable(rng, unicode.Cf) },                 // format: ZWSP, soft hyphen, bidi marks
-		func() rune { return fromTable(rng, unicode.Mn) },                 // combining marks
-		func() rune { return rune(0x10000 + rng.Intn(0x10FFFF-0x10000)) }, // astral
-		func() rune { return rune(escaped[rng.Intn(len(escaped))]) },      // ASCII every encoding escapes
-		func() rune { return rune('!' + rng.Intn('~'-'!'+1)) },            // printable ASCII
-		func() rune { return rune(rng.Intn(0x110000)) },                   // anywhere
+		func() rune { return fromTable(rng, unicode.Zs) },             // spaces: NBSP, ideographic, thin
+		func() rune { return fromTable(rng, unicode.Cf) },             // format: ZWSP, soft hyphen, bidi marks
+		func() rune { return fromTable(rng, unicode.Mn) },             // combining marks
+		func() rune { return 0x10000 + rng.Int31n(0x10FFFF-0x10000) }, // astral
+		func() rune { return rune(escaped[rng.Intn(len(escaped))]) },  // ASCII every encoding escapes
+		func() rune { return '!' + rng.Int31n('~'-'!'+1) },            // printable ASCII
+		func() rune { return rng.Int31n(0x110000) },                   // anywhere
 	}
 	var b strings.Builder
 	for n := 8 + rng.Intn(17); n > 0; {
@@ -123,8 +123,8 @@ func randomSecret(rng *rand.Rand) string {
 func fromTable(rng *rand.Rand, t *unicode.RangeTable) rune {
 	if n := len(t.R32); n > 0 && rng.Intn(4) == 0 {
 		r := t.R32[rng.Intn(n)]
-		return rune(r.Lo + r.Stride*uint32(rng.Intn(int((r.Hi-r.Lo)/r.Stride)+1)))
+		return rune(r.Lo + r.Stride*uint32(rng.Intn(int((r.Hi-r.Lo)/r.Stride)+1))) //nolint:gosec // G115: within the table's range
 	}
 	r := t.R16[rng.Intn(len(t.R16))]
-	return rune(r.Lo + r.Stride*uint16(rng.Intn(int((r.Hi-r.Lo)/r.Stride)+1)))
+	return rune(r.Lo + r.Stride*uint16(rng.Intn(int((r.Hi-r.Lo)/r.Stride)+1))) //nolint:gosec // G115: within the table's range
 }
