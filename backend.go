@@ -83,10 +83,10 @@ type backend struct {
 	refreshMu  sync.Mutex
 	refresh    string
 	refreshGen uint64
-	// loginRefused is the last refused password login of this config, if
-	// the one after it has not succeeded (guarded by refreshMu). Logins
-	// wait until it is due: a login per read locks accounts.
-	loginRefused *failureRecord
+	// logins remembers, per credential, a refused password login and a
+	// Retry-After: every client newClient builds asks it before it logs
+	// in, whichever path it serves (backoff.go).
+	logins *loginMemory
 	// loginSem lets one password login run at a time, so that a burst of
 	// cold reads makes one login and refreshes after it.
 	loginSem chan struct{}
@@ -139,8 +139,11 @@ func newBackend() *backend {
 		metrics: newMetrics(time.Now()),
 		events:  &eventQueue{},
 	}
-	// The keys' signer first, measured like every client.
-	b.newClient = b.metrics.measure(b.newUpstreamClient)
+	// Its clock is b.now at the time of asking: tests move it.
+	b.logins = newLoginMemory(func() time.Time { return b.now() })
+	// The keys' signer first, measured like every client; what the login
+	// memory holds back is no upstream call, and is not measured.
+	b.newClient = b.logins.guard(b.metrics.measure(b.newUpstreamClient))
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
@@ -231,7 +234,6 @@ func (b *backend) resetLocked() {
 	b.refreshMu.Lock()
 	b.refresh = ""
 	b.refreshGen++
-	b.loginRefused = nil
 	b.refreshMu.Unlock()
 }
 
@@ -261,52 +263,17 @@ func (b *backend) dropRefreshToken(gen uint64, rt string) {
 	}
 }
 
-// loginBackedOff is the remembered refusal of the config's password, while
-// it is not due for another try.
-func (b *backend) loginBackedOff(gen uint64) error {
-	b.refreshMu.Lock()
-	defer b.refreshMu.Unlock()
-	r := b.loginRefused
-	if gen != b.refreshGen || r == nil {
-		return nil
-	}
-	if now := b.now(); now.Before(r.until) {
-		return b.loginBackoffError(r, now, true)
-	}
-	return nil
-}
+// loginBackedOff, rememberRefusedLogin and loginSucceeded are what the
+// creds path asks and tells of a password login. The login memory answers
+// all three inside the client (guardedClient): a login it holds back never
+// reaches the upstream, and a refused one comes back as the error to
+// answer with, which says when the next login is due. One memory per
+// credential, shared by every path, leaves nothing to do here.
+func (b *backend) loginBackedOff(uint64) error { return nil }
 
-// rememberRefusedLogin records a refused password login and returns the
-// error to answer with, which says when the next login is due.
-func (b *backend) rememberRefusedLogin(gen uint64, err error) error {
-	b.refreshMu.Lock()
-	defer b.refreshMu.Unlock()
-	now := b.now()
-	if gen != b.refreshGen {
-		return err // the config changed meanwhile: its password is untried
-	}
-	count := 1
-	if b.loginRefused != nil {
-		count = b.loginRefused.count + 1
-	}
-	b.loginRefused = &failureRecord{err: err, count: count, until: now.Add(growing(count, passwordBackoffMin, passwordBackoffMax))}
-	return b.loginBackoffError(b.loginRefused, now, false)
-}
+func (b *backend) rememberRefusedLogin(_ uint64, err error) error { return err }
 
-func (b *backend) loginBackoffError(r *failureRecord, now time.Time, replay bool) error {
-	return &backedOffError{err: r.err, until: r.until, now: now, replay: replay,
-		what:   "the upstream refused the password login, and to keep the account from being locked out the next login",
-		advice: "; write the right password to config to try at once"}
-}
-
-// loginSucceeded forgets a refused login once one has worked.
-func (b *backend) loginSucceeded(gen uint64) {
-	b.refreshMu.Lock()
-	defer b.refreshMu.Unlock()
-	if gen == b.refreshGen {
-		b.loginRefused = nil
-	}
-}
+func (b *backend) loginSucceeded(uint64) {}
 
 // invalidate is called when another node (a performance standby or a
 // replica) sees storage change under it.

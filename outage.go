@@ -60,7 +60,9 @@ func (m *outageMemory) check(role string, gen uint64, now time.Time) error {
 // caller gave up, and returns the error to answer with, which says when
 // the next try is due.
 func (m *outageMemory) record(role string, gen uint64, err error, now time.Time) error {
-	if errors.Is(err, context.Canceled) {
+	if errors.Is(err, context.Canceled) || alreadyRemembered(err) {
+		// A login the login memory held back, or refused and remembered,
+		// is remembered there.
 		return err
 	}
 	m.mu.Lock()

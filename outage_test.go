@@ -176,3 +176,33 @@ func TestOutage_RetryAfterIsHonoured(t *testing.T) {
 	e.read(t, "creds/app")
 	require.Equal(t, hits+1, e.fake.Hits(fakeupstream.EndpointToken))
 }
+
+// The outage memory's bounds as README promises them, in figures (not read
+// from the code's constants): 1 s after the first failure, doubling with
+// each one in a row up to 30 s; a Retry-After is honored up to 5 minutes;
+// a failure under another config generation holds nothing back, and a
+// success forgets.
+func TestOutageMemory_PromisedBounds(t *testing.T) {
+	now := time.Now()
+	m := newOutageMemory()
+	outage := &upstream.Error{Op: "token request", StatusCode: 503}
+	at := now
+	for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second,
+		16 * time.Second, 30 * time.Second, 30 * time.Second} {
+		require.Error(t, m.record("app", 7, outage, at), "failure %d", i+1)
+		require.Error(t, m.check("app", 7, at.Add(want-time.Millisecond)), "failure %d: held for %s", i+1, want)
+		require.NoError(t, m.check("app", 7, at.Add(want)), "failure %d: and no longer", i+1)
+		require.NoError(t, m.check("app", 8, at), "another config generation is not held back")
+		require.NoError(t, m.check("other", 7, at), "nor another role")
+		at = at.Add(want)
+	}
+	m.succeeded("app", 7)
+	require.Error(t, m.record("app", 7, outage, at))
+	require.Error(t, m.check("app", 7, at.Add(999*time.Millisecond)), "after a success, 1 s again")
+	require.NoError(t, m.check("app", 7, at.Add(time.Second)))
+
+	slow := &upstream.Error{Op: "token request", StatusCode: 429, RetryAfter: 48 * time.Hour}
+	require.Error(t, m.record("slow", 7, slow, now))
+	require.Error(t, m.check("slow", 7, now.Add(5*time.Minute-time.Millisecond)))
+	require.NoError(t, m.check("slow", 7, now.Add(5*time.Minute)), "a Retry-After holds at most 5 minutes")
+}

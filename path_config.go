@@ -133,6 +133,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	} else if resp, err := b.verifyNewConfig(ctx, d, stored, cfg); resp != nil || err != nil {
 		return resp, err
 	}
+	if err := b.keepRevocationCAs(ctx, req.Storage, stored, cfg); err != nil {
+		return nil, err
+	}
 	// A write that reports failure may have committed all the same (a
 	// deadline after the commit, a leadership change during apply): the
 	// node's caches are dropped either way, so it never keeps using a
@@ -241,6 +244,9 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ 
 		if warnings, err = b.leftLiveUpstream(ctx, req.Storage, req.MountPoint, stored); err != nil {
 			return nil, err
 		}
+	}
+	if err := b.keepRevocationCAs(ctx, req.Storage, stored); err != nil {
+		return nil, err
 	}
 	// As with a write: a delete that reports failure may have happened.
 	err = req.Storage.Delete(ctx, configStoragePath)

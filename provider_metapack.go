@@ -3,6 +3,7 @@ package mapsindoors
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/magiconair/properties"
@@ -43,6 +44,15 @@ func readAPIKeyProperties(d *framework.FieldData, c *config) error {
 	}
 	if props["apiKey.id"] == "" || props["apiKey.secret"] == "" {
 		return userErrorf("api_key_properties must set apiKey.id and apiKey.secret")
+	}
+	// The escapes of a properties file (\uXXXX) decode to anything: what
+	// they set goes through the checks of the fields it sets, as if
+	// written to them directly.
+	if err := checkText("apiKey.id in api_key_properties", strings.TrimSpace(props["apiKey.id"]), maxTextBytes, false); err != nil {
+		return err
+	}
+	if err := checkText("apiKey.secret in api_key_properties", props["apiKey.secret"], maxSecretBytes, false); err != nil {
+		return err
 	}
 	c.ClientID, c.ClientSecret = props["apiKey.id"], props["apiKey.secret"]
 	return nil

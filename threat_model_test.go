@@ -88,7 +88,8 @@ func tableCells(line string) []string {
 func repositoryTests(t *testing.T) map[string]bool {
 	t.Helper()
 	names := map[string]bool{}
-	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+	root := os.DirFS(".")
+	err := fs.WalkDir(root, ".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -98,7 +99,7 @@ func repositoryTests(t *testing.T) map[string]bool {
 		if d.IsDir() || !strings.HasSuffix(path, "_test.go") {
 			return nil
 		}
-		src, err := os.ReadFile(path)
+		src, err := fs.ReadFile(root, path)
 		if err != nil {
 			return err
 		}

@@ -18,7 +18,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -95,59 +94,6 @@ type Credentials struct {
 	MetapackKeySecret      string
 	CameraManagerKeyID     string
 	CameraManagerKeySecret string
-}
-
-// Fault changes how the fake answers requests to one endpoint. At most one
-// of DropAfterProcessing, Redirect, BodyBytes, Malformed, Body and Status
-// decides the answer, in that order; with none of them the endpoint
-// answers as it normally does (after Delay, with RetryAfter).
-type Fault struct {
-	// Status, when set, answers with this HTTP status and an OAuth2 error
-	// body with Code (default "server_error") and Description (default
-	// "injected fault"). Code and Description go out as they are, of any
-	// length or content, as a misbehaving server might send them.
-	Status      int
-	Code        string
-	Description string
-	// Body, when set, is sent as is (with Status, or 200).
-	Body string
-	// Malformed answers 200 with a body that is not JSON.
-	Malformed bool
-	// BodyBytes, when > 0, answers with Status (or 200) and a JSON object
-	// of this many bytes that holds nothing but padding, as a server that
-	// sends something other than a token answer.
-	BodyBytes int
-	// Redirect, when set, answers with Status (or 307 Temporary Redirect,
-	// which keeps the method and the body) and this Location.
-	Redirect string
-	// RetryAfter, when set, goes out as the Retry-After header with
-	// whatever answer the fault or the endpoint gives: delay-seconds
-	// ("30") or an HTTP date (time.Now().Add(d).UTC().Format(http.TimeFormat)).
-	RetryAfter string
-	// DropAfterProcessing serves the request as normal, so whatever it
-	// changes is changed (a secret created, a token issued), throws the
-	// answer away and drops the connection: the client sees a network
-	// error for a request that took effect, as after a crash or a cut
-	// line between the server's commit and its answer.
-	DropAfterProcessing bool
-	// Then, when set, is called once the fault has applied: after the
-	// answer was written, or, with DropAfterProcessing, after the request
-	// was served and just before the connection drops. It runs on the
-	// request's goroutine, outside the fake's lock, so a test can use it
-	// to act at that exact point (crash a backend, cancel a context).
-	Then func()
-	// Delay waits this long first (or until the client gives up), then
-	// answers as the other fields say, or normally when none is set.
-	Delay time.Duration
-	// After lets this many matching requests through before the fault
-	// starts; Times is how many it hits (1 when 0, every one when < 0).
-	After int
-	Times int
-}
-
-type fault struct {
-	Fault
-	left int
 }
 
 type issuedToken struct {
@@ -306,113 +252,6 @@ func (s *Server) PluginConfig(provider string) map[string]any {
 	panic(fmt.Sprintf("fakeupstream: no plugin config for provider %q; the fake serves %s",
 		provider, strings.Join(Providers(), ", ")))
 }
-
-// InjectFault adds a fault on one endpoint; faults apply in the order added.
-func (s *Server) InjectFault(ep Endpoint, f Fault) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	left := f.Times
-	if left == 0 {
-		left = 1
-	}
-	s.faults[ep] = append(s.faults[ep], &fault{Fault: f, left: left})
-}
-
-// ClearFaults drops every fault not yet used up.
-func (s *Server) ClearFaults() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults = map[Endpoint][]*fault{}
-}
-
-// OnRequest calls fn, outside the fake's lock, before each request to a
-// known endpoint is handled; a test can block in it to hold a request.
-func (s *Server) OnRequest(fn func(Endpoint, *http.Request)) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.hook = fn
-}
-
-// Hits is how many requests reached an endpoint.
-func (s *Server) Hits(ep Endpoint) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.hits[ep]
-}
-
-// Grants is how many well-formed token requests with this grant_type
-// reached a token endpoint.
-func (s *Server) Grants(ep Endpoint, grant string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.grants[ep][grant]
-}
-
-// LastForm is the parameters of the last request a token endpoint parsed,
-// so tests can see what a client sent.
-func (s *Server) LastForm(ep Endpoint) url.Values {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.lastForm[ep]
-}
-
-// recordLocked counts a parsed token request.
-func (s *Server) recordLocked(ep Endpoint, form url.Values) {
-	if s.grants[ep] == nil {
-		s.grants[ep] = map[string]int{}
-	}
-	s.grants[ep][form.Get("grant_type")]++
-	cp := url.Values{}
-	for k, v := range form {
-		cp[k] = append([]string(nil), v...)
-	}
-	s.lastForm[ep] = cp
-}
-
-// Unexpected lists requests to paths or methods the fake does not serve.
-func (s *Server) Unexpected() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.unexpected...)
-}
-
-// Sensitive lists every value that must never show up in a log, an error
-// or a response other than a token's own: each client secret this fake ever
-// accepted, the password, and each access token it issued.
-func (s *Server) Sensitive() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := append([]string{s.creds.Password, s.creds.MetapackKeySecret, s.creds.CameraManagerKeySecret}, s.everSecrets...)
-	out = append(out, s.everRefresh...)
-	for t := range s.tokens {
-		out = append(out, t)
-	}
-	return append(out, s.jwt.sensitive()...)
-}
-
-// TokenLive reports whether an access token was issued here and has not
-// expired.
-func (s *Server) TokenLive(token string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.liveTokenLocked(token)
-	return ok
-}
-
-// liveTokenLocked is an issued token that has not expired.
-func (s *Server) liveTokenLocked(token string) (issuedToken, bool) {
-	t, ok := s.tokens[token]
-	return t, ok && time.Now().Before(t.expiresAt)
-}
-
-// TokenExpiry is when an issued token expires, and whether it was issued.
-func (s *Server) TokenExpiry(token string) (time.Time, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t, ok := s.tokens[token]
-	return t.expiresAt, ok
-}
-
 func (s *Server) issueLocked(refreshToken string) (string, int) {
 	token := randomString("", 32)
 	s.tokens[token] = issuedToken{expiresAt: time.Now().Add(s.tokenLifetime), refreshToken: refreshToken}
@@ -496,60 +335,6 @@ func (s *Server) serve(ep Endpoint, h handler, w http.ResponseWriter, r *http.Re
 		h(s, ep, w, r)
 	}
 }
-
-// begin counts a request, runs the hook and returns the fault that
-// applies to it, if any.
-func (s *Server) begin(ep Endpoint, r *http.Request) *Fault {
-	s.mu.Lock()
-	s.hits[ep]++
-	hook := s.hook
-	var active *Fault
-	remaining := s.faults[ep][:0]
-	for _, f := range s.faults[ep] {
-		switch {
-		case active != nil:
-		case f.After > 0:
-			f.After--
-		default:
-			cp := f.Fault
-			active = &cp
-			if f.left > 0 {
-				f.left--
-			}
-		}
-		if f.left != 0 {
-			remaining = append(remaining, f)
-		}
-	}
-	s.faults[ep] = remaining
-	s.mu.Unlock()
-
-	if hook != nil {
-		hook(ep, r)
-	}
-	return active
-}
-
-// writePadding writes a JSON object of n bytes (or the smallest one, when
-// n is less) in pieces, so a fake asked for megabytes never holds them.
-func writePadding(w http.ResponseWriter, n int) {
-	const head, tail = `{"padding":"`, `"}`
-	_, _ = io.WriteString(w, head)
-	chunk := strings.Repeat("x", 32<<10)
-	for left := n - len(head) - len(tail); left > 0; left -= len(chunk) {
-		if _, err := io.WriteString(w, chunk[:min(left, len(chunk))]); err != nil {
-			return // the client stopped reading
-		}
-	}
-	_, _ = io.WriteString(w, tail)
-}
-
-// discardWriter takes a handler's answer and throws it away.
-type discardWriter struct{ header http.Header }
-
-func (d discardWriter) Header() http.Header         { return d.header }
-func (d discardWriter) Write(p []byte) (int, error) { return len(p), nil }
-func (d discardWriter) WriteHeader(int)             {}
 
 func (s *Server) unexpectedRequest(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()

@@ -3,6 +3,7 @@ package upstream
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -79,6 +80,19 @@ func (e *Error) setOAuth2Error(r *redactor, code, description string) {
 func IsInvalidClient(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && (e.Code == "invalid_client" || e.StatusCode == 401)
+}
+
+// IsPermanent reports whether err is an answer the upstream will give
+// again however often it is asked: a redirect (which no client here
+// follows), or a 4xx or 5xx other than those that say "not now" (408,
+// 429, 500, 502, 503, 504). A failure without an answer (the network, a
+// timeout) is not permanent.
+func IsPermanent(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) || e.StatusCode < 300 {
+		return false
+	}
+	return e.StatusCode != http.StatusRequestTimeout && !retryableStatus(e.StatusCode)
 }
 
 // redactURL keeps scheme, host and path: query strings and user info may

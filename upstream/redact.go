@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"html"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"unicode"
@@ -79,6 +80,10 @@ func (r *redactor) add(secret, user string) {
 	q20 := strings.ReplaceAll(q, "+", "%20")
 	p := url.PathEscape(secret)
 	r.variants = append(r.variants, secret, q, q20, p, lowerHex(q), lowerHex(q20), lowerHex(p), html.EscapeString(secret))
+	if shown := printable(secret); shown != secret {
+		// As text shows a secret with runes it makes spaces.
+		r.variants = append(r.variants, shown)
+	}
 	r.variants = append(r.variants, base64s(secret)...)
 	if user != "" {
 		r.variants = append(r.variants, base64s(user+":"+secret)...)
@@ -95,19 +100,21 @@ func (r *redactor) add(secret, user string) {
 }
 
 // text is s with every credential out, control and invalid characters
-// made spaces, and at most maxTextLen bytes long.
+// made spaces, and at most maxTextLen bytes long. The credentials are
+// looked for in the text as it came, before anything is made a space: a
+// secret with a rune that is not printable (NBSP, a zero-width space, a
+// soft hyphen) matches only there. What the mapping then leaves is looked
+// at again, so a secret that merely differs in such runes goes too.
 func (r *redactor) text(s string) string {
 	cut := len(s) > maxScan
 	if cut {
 		s = s[:maxScan]
 	}
-	s = strings.Map(func(c rune) rune {
-		if !unicode.IsPrint(c) {
-			return ' '
-		}
-		return c
-	}, strings.ToValidUTF8(s, string(utf8.RuneError)))
 	s = r.replace(s)
+	if r.leaks(s) {
+		return withheld
+	}
+	s = r.replace(printable(strings.ToValidUTF8(s, string(utf8.RuneError))))
 	if r.leaks(s) {
 		return withheld
 	}
@@ -120,6 +127,16 @@ func (r *redactor) text(s string) string {
 		}
 	}
 	return truncate(s, maxTextLen)
+}
+
+// printable is s with every rune that is not printable made a space.
+func printable(s string) string {
+	return strings.Map(func(c rune) rune {
+		if !unicode.IsPrint(c) {
+			return ' '
+		}
+		return c
+	}, s)
 }
 
 // longest is the length of the longest encoding of a credential.
@@ -248,7 +265,8 @@ func base64Runs(s string, found func(decoded string) bool) bool {
 			continue // two bytes at most, no credential
 		}
 		run = toStdBase64.Replace(run)
-		for off := 0; off < 4 && len(run)-off >= 2; off++ {
+		// A part of one character trims to "", which holds nothing.
+		for off := range 4 {
 			part := run[off:]
 			if len(part)%4 == 1 {
 				part = part[:len(part)-1]
@@ -366,32 +384,17 @@ func jsonEscape(s string, escapeHTML, ascii, slash bool) string {
 // upperUnicodeEscapes writes the hex of \u escapes in upper case, as some
 // encoders do.
 func upperUnicodeEscapes(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+5 < len(s) && s[i+1] == 'u' {
-			b.WriteString(`\u` + strings.ToUpper(s[i+2:i+6]))
-			i += 5
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return unicodeEscape.ReplaceAllStringFunc(s, func(e string) string { return `\u` + strings.ToUpper(e[2:]) })
 }
 
 // lowerHex writes the hex of percent escapes in lower case, which RFC 3986
 // allows and some servers send.
-func lowerHex(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) {
-			b.WriteString("%" + strings.ToLower(s[i+1:i+3]))
-			i += 2
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+func lowerHex(s string) string { return percentEscape.ReplaceAllStringFunc(s, strings.ToLower) }
+
+var (
+	unicodeEscape = regexp.MustCompile(`\\u[0-9A-Fa-f]{4}`)
+	percentEscape = regexp.MustCompile(`%[0-9A-Fa-f]{2}`)
+)
 
 func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -83,17 +84,11 @@ func encodings(id, s string) map[string]string {
 	return out
 }
 
+// upperUnicodeEscapes writes the hex of \u escapes in upper case, as some
+// encoders do; what only looks like one (a literal backslash and u, not
+// followed by four hex digits) stays as it is.
 func upperUnicodeEscapes(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if strings.HasPrefix(s[i:], `\u`) && i+6 <= len(s) {
-			b.WriteString(`\u` + strings.ToUpper(s[i+2:i+6]))
-			i += 5
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return regexp.MustCompile(`\\u[0-9a-fA-F]{4}`).ReplaceAllStringFunc(s, func(e string) string { return `\u` + strings.ToUpper(e[2:]) })
 }
 
 // requireNoEncoding fails when text holds the credential in any encoding.
@@ -229,13 +224,7 @@ func TestError_RedactsEveryEncodingOfEveryCredential(t *testing.T) {
 			for encName, enc := range encodings("my-id", secret) {
 				for _, where := range []string{"error_description", "error"} {
 					t.Run(cred.name+"/"+secretName+"/"+encName+"/"+where, func(t *testing.T) {
-						a := func(w http.ResponseWriter) {
-							if where == "error" {
-								oauthError(w, http.StatusBadRequest, enc, "")
-								return
-							}
-							oauthError(w, http.StatusBadRequest, "invalid_request", "you sent "+enc+", which is wrong")
-						}
+						a := echoAnswer(where, enc)
 						answer.Store(&a)
 						id, err := cred.do(t, srv, secret)
 						require.Error(t, err)
@@ -245,6 +234,18 @@ func TestError_RedactsEveryEncodingOfEveryCredential(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// echoAnswer answers 400 with enc as the error code (where is "error") or
+// inside the error_description.
+func echoAnswer(where, enc string) func(http.ResponseWriter) {
+	return func(w http.ResponseWriter) {
+		if where == "error" {
+			oauthError(w, http.StatusBadRequest, enc, "")
+			return
+		}
+		oauthError(w, http.StatusBadRequest, "invalid_request", "you sent "+enc+", which is wrong")
 	}
 }
 

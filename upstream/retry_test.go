@@ -3,7 +3,9 @@ package upstream_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -244,4 +246,27 @@ func TestRetry_ClientCredentialsAPI(t *testing.T) {
 			require.Empty(t, fake.Unexpected())
 		})
 	}
+}
+
+// Every attempt sends the whole form again, the third as the first.
+func TestRetry_EveryAttemptSendsTheWholeBody(t *testing.T) {
+	var bodies []string
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		bodies = append(bodies, string(b))
+		if len(bodies) < 3 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"access_token":"tok","token_type":"bearer","expires_in":120}`)
+	}))
+	t.Cleanup(srv.Close)
+	c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "id", ClientSecret: "s",
+		GrantType: upstream.GrantClientCredentials, AuthMethod: upstream.AuthClientSecretPost, MaxAttempts: 3, RetryBackoff: time.Millisecond})
+	_, err := c.Token(context.Background(), upstream.TokenRequest{})
+	require.NoError(t, err)
+	require.Len(t, bodies, 3)
+	require.Contains(t, bodies[0], "grant_type=client_credentials")
+	require.Equal(t, []string{bodies[0], bodies[0], bodies[0]}, bodies)
 }

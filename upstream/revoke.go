@@ -74,3 +74,37 @@ func (c *HTTPClient) revokeRFC7009(ctx context.Context, token string) error {
 	c.explainRefusedAssertion(e)
 	return e
 }
+
+// Logout revokes an access token at the revocation URL: by RFC 7009 where
+// that is the style (revoke.go), otherwise with a DELETE authorized by the
+// token itself, where a 401 means the token is already gone, which is what
+// a logout wants. It is tried once: Vault retries a revocation that failed.
+func (c *HTTPClient) Logout(ctx context.Context, accessToken string) error {
+	const op = "logout"
+	if c.cfg.RevocationURL == "" {
+		return &Error{Op: op, Description: "no revocation URL is configured"}
+	}
+	if c.cfg.RevocationStyle == RevocationRFC7009 {
+		return c.revokeRFC7009(ctx, accessToken)
+	}
+	x := c.newExchange(false)
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, c.cfg.RevocationURL, nil)
+	if err != nil {
+		return &Error{Op: op, URL: redactURL(c.cfg.RevocationURL), Err: err}
+	}
+	req.Header.Set("Authorization", "Bearer "+accessToken)
+	e := &Error{Op: op, URL: redactURL(c.cfg.RevocationURL)}
+	resp, err := x.client(x).Do(req)
+	if err != nil {
+		x.fill(e)
+		e.Err = c.redactor(accessToken).err(unwrapURLError(err))
+		return e
+	}
+	defer resp.Body.Close()
+	_, _ = readBounded(resp.Body) // so that the connection is reused
+	x.fill(e)
+	if resp.StatusCode/100 == 2 || resp.StatusCode == http.StatusUnauthorized {
+		return nil
+	}
+	return e
+}

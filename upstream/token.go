@@ -71,10 +71,10 @@ func (c *HTTPClient) Refresh(ctx context.Context, refreshToken string, req Token
 	}
 	x := c.newExchange(true)
 	ctx, clientID, clientSecret, style := c.tokenContext(ctx, x, params)
-	// An expired token makes x/oauth2's TokenSource refresh at once. When
-	// the answer has no refresh_token, x/oauth2 keeps the one sent, which
-	// RFC 6749 §6 leaves in force.
-	expired := &oauth2.Token{RefreshToken: refreshToken, Expiry: time.Now().Add(-time.Hour)}
+	// A token with no access token makes x/oauth2's TokenSource refresh at
+	// once. When the answer has no refresh_token, x/oauth2 keeps the one
+	// sent, which RFC 6749 §6 leaves in force.
+	expired := &oauth2.Token{RefreshToken: refreshToken}
 	tok, err := c.oauth2Config(clientID, clientSecret, style, req.Scopes).TokenSource(ctx, expired).Token()
 	if err != nil {
 		return nil, c.tokenError(op, x, err, refreshToken)
@@ -139,10 +139,8 @@ func (c *HTTPClient) tokenError(op string, x *exchange, err error, held ...strin
 	var re *oauth2.RetrieveError
 	switch {
 	case errors.As(err, &re):
-		if re.Response != nil {
-			e.StatusCode = re.Response.StatusCode
-			e.RetryAfter = retryAfter(re.Response, x.arrived)
-		}
+		// Its status and Retry-After are the exchange's last answer's,
+		// which x.fill has set.
 		e.setOAuth2Error(r, re.ErrorCode, re.ErrorDescription)
 	case x.readErr != nil:
 		// x/oauth2 keeps only the text of why reading the answer failed.
