@@ -192,3 +192,33 @@ func TestAccount_WhatIdentifiesAnAccount(t *testing.T) {
 		TokenURL: base.account().TokenURL, RotationURL: base.account().RotationURL,
 	}))
 }
+
+// Was TestReview_TheAccountFingerprintIgnoresAQueryThatTheRequestsCarry
+// (review finding 9): the fingerprint dropped the URL's query, but every
+// token and rotation request carries it, so two configs that reach
+// different tenants through the query counted as one account (a move
+// between them was not refused, and the first one's pending deletions
+// were "deleted" logged in as the second).
+func TestAttackConfigWriterAccount_AQueryTheRequestsCarryIsPartOfTheAccount(t *testing.T) {
+	a := &config{Provider: "oauth2", ClientID: "c", ClientSecret: "s",
+		TokenURL: "https://login.example.com/oauth2/token?tenant=a"}
+	b := a.clone()
+	b.TokenURL = "https://login.example.com/oauth2/token?tenant=b"
+	require.NotEqual(t, a.account().fingerprint(), b.account().fingerprint(),
+		"token URLs that differ in the query the token request is sent with are one account")
+
+	reordered := a.clone()
+	reordered.TokenURL = "https://LOGIN.example.com:443/oauth2/token?tenant=a"
+	require.Equal(t, a.account().fingerprint(), reordered.account().fingerprint(), "host case and default port still do not count")
+	two := func(raw string) string { c := a.clone(); c.TokenURL = raw; return c.account().fingerprint() }
+	require.Equal(t, two("https://login.example.com/oauth2/token?tenant=a&region=eu"), two("https://login.example.com/oauth2/token?region=eu&tenant=a"),
+		"the order of the query's parameters does not count")
+	require.NotEqual(t, two("https://login.example.com/oauth2/token?tenant=a&region=eu"), two("https://login.example.com/oauth2/token?tenant=a&region=us"))
+
+	// A URL without a query counts as it did before queries counted, so
+	// what a mount recorded then still belongs to it.
+	plain := a.clone()
+	plain.TokenURL = "https://login.example.com/oauth2/token"
+	require.Equal(t, accountID{Provider: "oauth2", ClientID: "c", TokenURL: "https://login.example.com/oauth2/token"}.fingerprint(),
+		plain.account().fingerprint())
+}
