@@ -193,6 +193,36 @@ func TestAccount_WhatIdentifiesAnAccount(t *testing.T) {
 	}))
 }
 
+// Was TestReview_ClearingClientSecretIDWithoutTheSecretStopsEveryPendingDeletion
+// (review finding 6): clearing client_secret_id needed no secret, and
+// while the stored secret has no id no pending deletion is deleted at all
+// (any of them may be the one the mount holds). One write without the
+// secret kept every replaced secret live past its grace. Now clearing the
+// id takes the secret, like any other change of it.
+func TestAttackConfigWriterAccount_ClearingClientSecretIDWithoutTheSecretIsRefused(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{TokenLifetime: 48 * time.Hour})
+	clock := &fixedClock{t: time.Now()}
+	e.b.now = clock.Now
+	e.configure(t, map[string]any{"previous_secret_grace": "1h"})
+	s0 := e.fake.Credentials()
+	_, err := e.rotate(t)
+	require.NoError(t, err)
+
+	stored := e.storedConfig(t)
+	resp, err := e.write(t, "config", map[string]any{"client_secret_id": ""})
+	afterWrite := e.storedConfig(t)
+	clock.Add(2 * time.Hour)
+	e.rollback(t)
+	require.False(t, e.fake.SecretWorks(s0.ClientSecret), "S0 outlived its grace: a write without the secret stopped its deletion")
+	requireBadRequest(t, resp, err, "clearing client_secret_id")
+	require.Contains(t, resp.Error().Error(), "write client_secret", "the 400 says what to write")
+	require.Equal(t, stored, afterWrite, "the refused write stored nothing")
+
+	// With the secret, clearing it is the operator's to do.
+	e.writeConfig(t, map[string]any{"client_secret": e.storedConfig(t).ClientSecret, "client_secret_id": ""})
+	require.Empty(t, e.storedConfig(t).ClientSecretID)
+}
+
 // Was TestReview_TheAccountFingerprintIgnoresAQueryThatTheRequestsCarry
 // (review finding 9): the fingerprint dropped the URL's query, but every
 // token and rotation request carries it, so two configs that reach

@@ -326,7 +326,7 @@ func TestRollback_NeverDeletesAMarkedSecretTheMountMayHold(t *testing.T) {
 	e.storage = real
 	s1 := e.storedConfig(t)
 
-	e.writeConfig(t, map[string]any{"client_secret_id": ""})
+	e.writeConfig(t, map[string]any{"client_secret": s1.ClientSecret, "client_secret_id": ""})
 	require.Empty(t, e.storedConfig(t).ClientSecretID)
 	e.ageWALs(t)
 	e.rollback(t)
