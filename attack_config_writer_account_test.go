@@ -23,13 +23,7 @@ import (
 // (defect 9): the move was accepted, the periodic function "deleted" S0 at
 // the new account (404), logged it as deleted, and S0 stayed live.
 func TestAttackConfigWriterAccount_AMoveWithPendingDeletionsIsRefusedUntilTheyAreSettled(t *testing.T) {
-	e := newTestEnv(t, fakeupstream.Options{TokenLifetime: 48 * time.Hour})
-	clock := &fixedClock{t: time.Now()}
-	e.b.now = clock.Now
-	e.configure(t, map[string]any{"previous_secret_grace": "1h"})
-	s0 := e.fake.Credentials()
-	_, err := e.rotate(t)
-	require.NoError(t, err)
+	e, clock, s0 := rotatedOnce(t, "1h")
 	require.Len(t, e.storedConfig(t).PendingDeletions, 1)
 
 	other := startOtherFake(t)
@@ -200,13 +194,7 @@ func TestAccount_WhatIdentifiesAnAccount(t *testing.T) {
 // secret kept every replaced secret live past its grace. Now clearing the
 // id takes the secret, like any other change of it.
 func TestAttackConfigWriterAccount_ClearingClientSecretIDWithoutTheSecretIsRefused(t *testing.T) {
-	e := newTestEnv(t, fakeupstream.Options{TokenLifetime: 48 * time.Hour})
-	clock := &fixedClock{t: time.Now()}
-	e.b.now = clock.Now
-	e.configure(t, map[string]any{"previous_secret_grace": "1h"})
-	s0 := e.fake.Credentials()
-	_, err := e.rotate(t)
-	require.NoError(t, err)
+	e, clock, s0 := rotatedOnce(t, "1h")
 
 	stored := e.storedConfig(t)
 	resp, err := e.write(t, "config", map[string]any{"client_secret_id": ""})

@@ -26,6 +26,54 @@ type deletionReport struct {
 	failed []failedDeletion
 	// readopted were dropped without a delete: the mount holds them again.
 	readopted []string
+	// untried is how many chosen entries the pass had no time left for:
+	// they are kept as they were, not counted as failures.
+	untried int
+}
+
+// tryInTurn tries the chosen pending deletions one after another, the
+// least recently tried first (those never tried first of all), so an id
+// whose delete hangs moves to the back instead of holding back the same
+// ones every pass. try gets each with how many are left to try (it
+// included); done gets its outcome. Once ctx is done the rest are not
+// tried: they count no failure and no backoff, and their number is
+// returned.
+func tryInTurn(ctx context.Context, chosen []pendingDeletion, try func(ctx context.Context, p pendingDeletion, left int) error,
+	done func(p pendingDeletion, err error),
+) (untried int) {
+	slices.SortStableFunc(chosen, func(a, b pendingDeletion) int { return a.LastAttempt.Compare(b.LastAttempt) })
+	for i, p := range chosen {
+		if ctx.Err() != nil {
+			return len(chosen) - i
+		}
+		done(p, try(ctx, p, len(chosen)-i))
+	}
+	return 0
+}
+
+// deletesContext is ctx less the time kept back to record the outcome: a
+// quarter of what is left, at most settleTimeout. Without it, a delete
+// that hangs at the end of a pass would spend the deadline the record
+// needs, and the pass would record nothing: not the ones deleted, nor the
+// failure that moves the hanging one to the back.
+func deletesContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, deadline.Add(-min(settleTimeout, time.Until(deadline)/4)))
+}
+
+// deleteShare is how long one delete of a pass may take when left more
+// deletes (this one included) share what is left of ctx's deadline: at
+// most a request's timeout, so an id whose delete never answers spends its
+// share only, and the ones after it are still tried.
+func deleteShare(ctx context.Context, requestTimeout time.Duration, left int) time.Duration {
+	deadline, ok := ctx.Deadline()
+	if !ok || left < 1 {
+		return requestTimeout
+	}
+	return min(requestTimeout, time.Until(deadline)/time.Duration(left))
 }
 
 type failedDeletion struct {
@@ -158,10 +206,13 @@ func (b *backend) settlePendingLocked(ctx context.Context, s logical.Storage, lo
 			return rep, err
 		}
 		defer client.Close()
-		for _, p := range chosen {
-			err := withTimeoutErr(ctx, cfg.RequestTimeout, func(ctx context.Context) error {
+		deletes, cancel := deletesContext(ctx)
+		defer cancel()
+		rep.untried = tryInTurn(deletes, chosen, func(ctx context.Context, p pendingDeletion, left int) error {
+			return withTimeoutErr(ctx, deleteShare(ctx, cfg.RequestTimeout, left), func(ctx context.Context) error {
 				return client.DeleteClientSecret(ctx, p.ID)
 			})
+		}, func(p pendingDeletion, err error) {
 			switch {
 			case err == nil:
 				log.Info("deleted a replaced client secret", "client_secret_id", p.ID)
@@ -171,10 +222,14 @@ func (b *backend) settlePendingLocked(ctx context.Context, s logical.Storage, lo
 				rep.failed = append(rep.failed, failedDeletion{p: p, err: err})
 				log.Warn("could not delete a replaced client secret; it stays in pending_deletions and is tried again later",
 					"client_secret_id", p.ID, "refused", deletionRefused(err), "error", err)
-				continue
+				return
 			}
 			rep.deleted = append(rep.deleted, p)
 			b.previousSecretDeleted(p)
+		})
+		if rep.untried > 0 {
+			log.Warn("the pass ran out of time before every due replaced client secret was tried; those are tried first next time",
+				"untried", rep.untried)
 		}
 	}
 	if len(rep.deleted)+len(rep.failed)+len(rep.readopted) == 0 {
