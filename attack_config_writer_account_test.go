@@ -2,6 +2,7 @@ package mapsindoors
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -185,6 +186,32 @@ func TestAccount_WhatIdentifiesAnAccount(t *testing.T) {
 		Provider: "mapsindoors", ClientID: "c2", CustomerID: "k",
 		TokenURL: base.account().TokenURL, RotationURL: base.account().RotationURL,
 	}))
+}
+
+// Was TestReview_AConfigWriterCancelsAPendingDeletionByNamingItsID
+// (review finding 5): a config writer who knows neither secret named a
+// pending deletion's id as the stored client_secret_id, with a secret of
+// their own (verify_connection=false): the entry was dropped as
+// "readopted". When the operator wrote the current secret back, nothing
+// tracked the replaced secret any more, and it stayed live upstream. Now
+// the entry is only suspended while its id is the stored one, and is due
+// again (with a fresh grace) once the stored id moves on.
+func TestAttackConfigWriterAccount_NamingAPendingIDSuspendsItsDeletionUntilTheStoredIDMovesOn(t *testing.T) {
+	e, clock, s0 := rotatedOnce(t, "1h") // S1 stored; S0 to be deleted in an hour
+	s1 := e.storedConfig(t)
+
+	// The config writer: no secret known, only S0's id (config and
+	// client-secrets/pending show ids).
+	e.writeConfig(t, map[string]any{"client_secret": "not-a-secret-of-anyones", "client_secret_id": s0.ClientSecretID, "verify_connection": false})
+	tracked := slices.ContainsFunc(e.storedConfig(t).PendingDeletions, func(p pendingDeletion) bool { return p.ID == s0.ClientSecretID })
+	// The operator puts the current secret back.
+	e.writeConfig(t, map[string]any{"client_secret": s1.ClientSecret, "client_secret_id": s1.ClientSecretID})
+
+	clock.Add(2 * time.Hour)
+	e.rollback(t)
+	require.False(t, e.fake.SecretWorks(s0.ClientSecret), "the replaced secret S0 was never deleted and nothing tracks it")
+	require.True(t, tracked, "while S0's id was the stored one, S0 stayed pending deletion")
+	require.Empty(t, e.storedConfig(t).PendingDeletions)
 }
 
 // Was TestReview_ClearingClientSecretIDWithoutTheSecretStopsEveryPendingDeletion

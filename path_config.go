@@ -205,14 +205,7 @@ func mergeConfigWrite(stored *config, d *framework.FieldData, now time.Time) (*c
 		warnings = append(warnings, "client_secret changed without client_secret_id, so the stored client_secret_id was cleared; write the new secret's id so rotation can delete it when it is replaced")
 	}
 
-	// The stored secret never has a pending deletion: going back to a
-	// replaced secret takes it off the list, so no stale entry deletes it
-	// before the grace its next rotation promises.
-	var readopted *pendingDeletion
-	if cfg.PendingDeletions, readopted = withoutStored(cfg.PendingDeletions, cfg.ClientSecretID); readopted != nil {
-		warnings = append(warnings, fmt.Sprintf("client_secret_id %s was a replaced secret pending deletion (due %s); it is the stored secret again, "+
-			"so it is no longer to be deleted", readopted.ID, formatTime(readopted.DueAt)))
-	}
+	warnings = append(warnings, suspendOrResumePending(cfg, before.ClientSecretID, now)...)
 
 	if err := cfg.resolved().validate(); err != nil {
 		return nil, nil, err

@@ -308,7 +308,9 @@ func TestPendingDeletion_NeverDeletesTheStoredSecret(t *testing.T) {
 	clock.Add(11 * time.Minute)
 	e.rollback(t)
 	require.True(t, e.fake.SecretWorks(s0.ClientSecret), "the stored secret is never deleted")
-	require.Empty(t, e.storedConfig(t).PendingDeletions, "and no longer pending")
+	pending := e.storedConfig(t).PendingDeletions
+	require.Len(t, pending, 1, "it stays tracked, suspended while it is the stored secret")
+	require.Equal(t, s0.ClientSecretID, pending[0].ID)
 	e.role(t, "app", nil)
 	e.read(t, "creds/app")
 }

@@ -3,6 +3,7 @@ package mapsindoors
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"time"
@@ -24,7 +25,8 @@ type deletionReport struct {
 	deleted []pendingDeletion
 	// failed were tried and are kept, with their reason.
 	failed []failedDeletion
-	// readopted were dropped without a delete: the mount holds them again.
+	// readopted were not tried: the mount holds them again. They stay
+	// pending deletion, suspended while they are the stored secret.
 	readopted []string
 	// untried is how many chosen entries the pass had no time left for:
 	// they are kept as they were, not counted as failures.
@@ -96,11 +98,12 @@ func (p pendingDeletion) dueForDeletion(now time.Time, account string) bool {
 	return belongsTo(p.Account, account) && !now.Before(p.DueAt) && !now.Before(p.NextAttempt)
 }
 
-// hasDueDeletions says whether a pending deletion is due at now.
+// hasDueDeletions says whether a pending deletion is due at now (the
+// stored secret's, suspended, never is).
 func (c *config) hasDueDeletions(now time.Time) bool {
 	account := c.account().fingerprint()
 	for _, p := range c.PendingDeletions {
-		if p.dueForDeletion(now, account) {
+		if p.ID != c.ClientSecretID && p.dueForDeletion(now, account) {
 			return true
 		}
 	}
@@ -127,6 +130,42 @@ func withoutStored(list []pendingDeletion, storedID string) ([]pendingDeletion, 
 	}
 	dropped := list[i]
 	return slices.Delete(slices.Clone(list), i, i+1), &dropped
+}
+
+// suspendOrResumePending keeps a config write from dropping a pending
+// deletion through client_secret_id, and says what it did (warnings for
+// the response). An entry whose id the write makes the stored one is
+// suspended, not dropped: it stays on the list, and nothing deletes it
+// while it is the stored secret (settlePendingLocked skips it). Dropping
+// it would let a writer who knows no secret (naming the id with a secret
+// of their own) leave the replaced secret live, tracked by nothing, once
+// the current secret is written back. When the stored id moves on from a
+// suspended entry, by a write or a rotation (which records it anew), the
+// entry is due again with a fresh grace: whoever used it meanwhile gets
+// previous_secret_grace, never less than it was promised before.
+func suspendOrResumePending(cfg *config, previousID string, now time.Time) []string {
+	if cfg.ClientSecretID == previousID {
+		return nil
+	}
+	var warnings []string
+	for i := range cfg.PendingDeletions {
+		p := &cfg.PendingDeletions[i]
+		switch p.ID {
+		case cfg.ClientSecretID:
+			warnings = append(warnings, fmt.Sprintf("client_secret_id %s was a replaced secret pending deletion (due %s); it is the stored secret again, "+
+				"so it is not deleted while it is: it stays pending deletion, and is due again after previous_secret_grace once "+
+				"client_secret_id names another secret", p.ID, formatTime(p.DueAt)))
+		case previousID:
+			due := now.Add(cfg.PreviousSecretGrace)
+			if p.DueAt.After(due) {
+				due = p.DueAt
+			}
+			*p = pendingDeletion{ID: p.ID, ReplacedAt: now, DueAt: due, Account: p.Account}
+			warnings = append(warnings, fmt.Sprintf("client_secret_id %s, pending deletion, is no longer the stored secret: it is deleted at %s",
+				p.ID, formatTime(due)))
+		}
+	}
+	return warnings
 }
 
 // view is what a read shows of a pending deletion: never a secret.
@@ -195,7 +234,8 @@ func (b *backend) settlePendingLocked(ctx context.Context, s logical.Storage, lo
 	for _, p := range stored.PendingDeletions {
 		switch {
 		case p.ID == cfg.ClientSecretID:
-			rep.readopted = append(rep.readopted, p.ID) // the mount holds it again: not Vault's to delete
+			// The mount holds it again: suspended (suspendOrResumePending).
+			rep.readopted = append(rep.readopted, p.ID)
 		case belongsTo(p.Account, account) && pick(p, account):
 			chosen = append(chosen, p)
 		}
@@ -232,12 +272,12 @@ func (b *backend) settlePendingLocked(ctx context.Context, s logical.Storage, lo
 				"untried", rep.untried)
 		}
 	}
-	if len(rep.deleted)+len(rep.failed)+len(rep.readopted) == 0 {
+	if len(rep.deleted)+len(rep.failed) == 0 {
 		return rep, nil
 	}
 	now := b.now().UTC()
 	updated := stored.clone()
-	gone := append(rep.deletedIDs(), rep.readopted...)
+	gone := rep.deletedIDs()
 	updated.PendingDeletions = slices.DeleteFunc(updated.PendingDeletions, func(p pendingDeletion) bool {
 		return slices.Contains(gone, p.ID)
 	})

@@ -134,7 +134,9 @@ func TestPendingDeletion_AReadoptedSecretKeepsTheGraceItsNextRotationPromised(t 
 	require.NoError(t, err)
 	require.False(t, resp.IsError())
 	require.Contains(t, strings.Join(resp.Warnings, "\n"), "client_secret_id "+s0.ClientSecretID+" was a replaced secret pending deletion")
-	require.Empty(t, e.storedConfig(t).PendingDeletions, "the stored secret never has a pending deletion")
+	pending := e.storedConfig(t).PendingDeletions
+	require.Len(t, pending, 1, "S0 stays tracked, suspended while it is the stored secret")
+	require.Equal(t, s0.ClientSecretID, pending[0].ID)
 	clock.Add(5 * time.Minute) // T+55m
 	rot, err := e.rotate(t)
 	require.NoError(t, err)
@@ -349,4 +351,36 @@ func TestPendingDeletion_AnEntryThePassHadNoTimeForIsNotAFailure(t *testing.T) {
 	outer, _ := ctx.Deadline()
 	inner, _ := deletes.Deadline()
 	require.Equal(t, settleTimeout, outer.Sub(inner))
+}
+
+// CW-11 with review finding 5: going back to a replaced secret suspends
+// its pending deletion (it stays tracked, and is not deleted while it is
+// the stored secret). When the stored id moves on again, it is due with a
+// fresh grace, since whoever used it meanwhile is owed one.
+func TestPendingDeletion_ASuspendedEntryIsDueAgainWithAFreshGraceOnceTheStoredIDMovesOn(t *testing.T) {
+	e, clock, s0 := rotatedOnce(t, "1h") // S1 stored; S0 due at T+1h
+	s1 := e.storedConfig(t)
+	e.writeConfig(t, map[string]any{"client_secret": s0.ClientSecret, "client_secret_id": s0.ClientSecretID})
+
+	clock.Add(2 * time.Hour) // past S0's old due time
+	require.False(t, e.storedConfig(t).hasDueDeletions(clock.Now()), "the stored secret's entry is never due")
+	e.rollback(t)
+	require.True(t, e.fake.SecretWorks(s0.ClientSecret), "S0 is the stored secret: suspended")
+
+	resp, err := e.write(t, "config", map[string]any{"client_secret": s1.ClientSecret, "client_secret_id": s1.ClientSecretID})
+	require.NoError(t, err)
+	require.False(t, resp.IsError())
+	require.Contains(t, strings.Join(resp.Warnings, "\n"), "client_secret_id "+s0.ClientSecretID+", pending deletion, is no longer the stored secret: it is deleted at "+
+		formatTime(clock.Now().Add(time.Hour)))
+	pending := e.storedConfig(t).PendingDeletions
+	require.Len(t, pending, 1)
+	require.Equal(t, clock.Now().Add(time.Hour).UTC(), pending[0].DueAt.UTC())
+
+	clock.Add(30 * time.Minute)
+	e.rollback(t)
+	require.True(t, e.fake.SecretWorks(s0.ClientSecret), "S0 has its fresh grace")
+	clock.Add(time.Hour)
+	e.rollback(t)
+	require.False(t, e.fake.SecretWorks(s0.ClientSecret), "and is deleted when it ends")
+	require.Empty(t, e.storedConfig(t).PendingDeletions)
 }
