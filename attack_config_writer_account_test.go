@@ -267,3 +267,23 @@ func TestAttackConfigWriterAccount_AQueryTheRequestsCarryIsPartOfTheAccount(t *t
 	require.Equal(t, accountID{Provider: "oauth2", ClientID: "c", TokenURL: "https://login.example.com/oauth2/token"}.fingerprint(),
 		plain.account().fingerprint())
 }
+
+// A move while the stored secret is a suspended pending deletion says how
+// to settle that one: a settle never deletes the stored secret, forget
+// drops it.
+func TestAttackConfigWriterAccount_AMoveNamesTheSuspendedStoredSecretAndHowToDropIt(t *testing.T) {
+	e, _, s0 := rotatedOnce(t, "1h")
+	e.writeConfig(t, map[string]any{"client_secret": s0.ClientSecret, "client_secret_id": s0.ClientSecretID})
+
+	other := startOtherFake(t)
+	resp, err := e.write(t, "config", other.PluginConfig("mapsindoors"))
+	requireBadRequest(t, resp, err, "moves the mount to another account")
+	require.Contains(t, resp.Error().Error(), s0.ClientSecretID+" is the stored secret again")
+	require.Contains(t, resp.Error().Error(), "forget=true ids="+s0.ClientSecretID)
+
+	resp, err = e.write(t, "client-secrets/pending", map[string]any{"forget": true, "ids": s0.ClientSecretID})
+	require.NoError(t, err)
+	require.False(t, resp != nil && resp.IsError())
+	e.writeConfig(t, other.PluginConfig("mapsindoors"))
+	require.True(t, e.fake.SecretWorks(s0.ClientSecret), "dropped, not deleted")
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -337,7 +338,13 @@ func (b *backend) checkAccountMove(ctx context.Context, s logical.Storage, mount
 	}
 	var left []string
 	if len(ids) > 0 {
-		left = append(left, fmt.Sprintf("replaced client secrets pending deletion (%s)", strings.Join(ids, ", ")))
+		pending := fmt.Sprintf("replaced client secrets pending deletion (%s)", strings.Join(ids, ", "))
+		if slices.Contains(ids, stored.ClientSecretID) {
+			// Suspended (suspendOrResumePending): a settle skips it.
+			pending += fmt.Sprintf(", of which %s is the stored secret again, which Vault does not delete: if it is to stay live, "+
+				"drop it with forget=true ids=%s", stored.ClientSecretID, stored.ClientSecretID)
+		}
+		left = append(left, pending)
 	}
 	if len(markers) > 0 {
 		left = append(left, fmt.Sprintf("secrets that %d rotations which stopped half way may have created", len(markers)))
