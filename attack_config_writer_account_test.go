@@ -2,6 +2,7 @@ package mapsindoors
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -23,13 +24,7 @@ import (
 // (defect 9): the move was accepted, the periodic function "deleted" S0 at
 // the new account (404), logged it as deleted, and S0 stayed live.
 func TestAttackConfigWriterAccount_AMoveWithPendingDeletionsIsRefusedUntilTheyAreSettled(t *testing.T) {
-	e := newTestEnv(t, fakeupstream.Options{TokenLifetime: 48 * time.Hour})
-	clock := &fixedClock{t: time.Now()}
-	e.b.now = clock.Now
-	e.configure(t, map[string]any{"previous_secret_grace": "1h"})
-	s0 := e.fake.Credentials()
-	_, err := e.rotate(t)
-	require.NoError(t, err)
+	e, clock, s0 := rotatedOnce(t, "1h")
 	require.Len(t, e.storedConfig(t).PendingDeletions, 1)
 
 	other := startOtherFake(t)
@@ -191,4 +186,104 @@ func TestAccount_WhatIdentifiesAnAccount(t *testing.T) {
 		Provider: "mapsindoors", ClientID: "c2", CustomerID: "k",
 		TokenURL: base.account().TokenURL, RotationURL: base.account().RotationURL,
 	}))
+}
+
+// Was TestReview_AConfigWriterCancelsAPendingDeletionByNamingItsID
+// (review finding 5): a config writer who knows neither secret named a
+// pending deletion's id as the stored client_secret_id, with a secret of
+// their own (verify_connection=false): the entry was dropped as
+// "readopted". When the operator wrote the current secret back, nothing
+// tracked the replaced secret any more, and it stayed live upstream. Now
+// the entry is only suspended while its id is the stored one, and is due
+// again (with a fresh grace) once the stored id moves on.
+func TestAttackConfigWriterAccount_NamingAPendingIDSuspendsItsDeletionUntilTheStoredIDMovesOn(t *testing.T) {
+	e, clock, s0 := rotatedOnce(t, "1h") // S1 stored; S0 to be deleted in an hour
+	s1 := e.storedConfig(t)
+
+	// The config writer: no secret known, only S0's id (config and
+	// client-secrets/pending show ids).
+	e.writeConfig(t, map[string]any{"client_secret": "not-a-secret-of-anyones", "client_secret_id": s0.ClientSecretID, "verify_connection": false})
+	tracked := slices.ContainsFunc(e.storedConfig(t).PendingDeletions, func(p pendingDeletion) bool { return p.ID == s0.ClientSecretID })
+	// The operator puts the current secret back.
+	e.writeConfig(t, map[string]any{"client_secret": s1.ClientSecret, "client_secret_id": s1.ClientSecretID})
+
+	clock.Add(2 * time.Hour)
+	e.rollback(t)
+	require.False(t, e.fake.SecretWorks(s0.ClientSecret), "the replaced secret S0 was never deleted and nothing tracks it")
+	require.True(t, tracked, "while S0's id was the stored one, S0 stayed pending deletion")
+	require.Empty(t, e.storedConfig(t).PendingDeletions)
+}
+
+// Was TestReview_ClearingClientSecretIDWithoutTheSecretStopsEveryPendingDeletion
+// (review finding 6): clearing client_secret_id needed no secret, and
+// while the stored secret has no id no pending deletion is deleted at all
+// (any of them may be the one the mount holds). One write without the
+// secret kept every replaced secret live past its grace. Now clearing the
+// id takes the secret, like any other change of it.
+func TestAttackConfigWriterAccount_ClearingClientSecretIDWithoutTheSecretIsRefused(t *testing.T) {
+	e, clock, s0 := rotatedOnce(t, "1h")
+
+	stored := e.storedConfig(t)
+	resp, err := e.write(t, "config", map[string]any{"client_secret_id": ""})
+	afterWrite := e.storedConfig(t)
+	clock.Add(2 * time.Hour)
+	e.rollback(t)
+	require.False(t, e.fake.SecretWorks(s0.ClientSecret), "S0 outlived its grace: a write without the secret stopped its deletion")
+	requireBadRequest(t, resp, err, "clearing client_secret_id")
+	require.Contains(t, resp.Error().Error(), "write client_secret", "the 400 says what to write")
+	require.Equal(t, stored, afterWrite, "the refused write stored nothing")
+
+	// With the secret, clearing it is the operator's to do.
+	e.writeConfig(t, map[string]any{"client_secret": e.storedConfig(t).ClientSecret, "client_secret_id": ""})
+	require.Empty(t, e.storedConfig(t).ClientSecretID)
+}
+
+// Was TestReview_TheAccountFingerprintIgnoresAQueryThatTheRequestsCarry
+// (review finding 9): the fingerprint dropped the URL's query, but every
+// token and rotation request carries it, so two configs that reach
+// different tenants through the query counted as one account (a move
+// between them was not refused, and the first one's pending deletions
+// were "deleted" logged in as the second).
+func TestAttackConfigWriterAccount_AQueryTheRequestsCarryIsPartOfTheAccount(t *testing.T) {
+	a := &config{Provider: "oauth2", ClientID: "c", ClientSecret: "s",
+		TokenURL: "https://login.example.com/oauth2/token?tenant=a"}
+	b := a.clone()
+	b.TokenURL = "https://login.example.com/oauth2/token?tenant=b"
+	require.NotEqual(t, a.account().fingerprint(), b.account().fingerprint(),
+		"token URLs that differ in the query the token request is sent with are one account")
+
+	reordered := a.clone()
+	reordered.TokenURL = "https://LOGIN.example.com:443/oauth2/token?tenant=a"
+	require.Equal(t, a.account().fingerprint(), reordered.account().fingerprint(), "host case and default port still do not count")
+	two := func(raw string) string { c := a.clone(); c.TokenURL = raw; return c.account().fingerprint() }
+	require.Equal(t, two("https://login.example.com/oauth2/token?tenant=a&region=eu"), two("https://login.example.com/oauth2/token?region=eu&tenant=a"),
+		"the order of the query's parameters does not count")
+	require.NotEqual(t, two("https://login.example.com/oauth2/token?tenant=a&region=eu"), two("https://login.example.com/oauth2/token?tenant=a&region=us"))
+
+	// A URL without a query counts as it did before queries counted, so
+	// what a mount recorded then still belongs to it.
+	plain := a.clone()
+	plain.TokenURL = "https://login.example.com/oauth2/token"
+	require.Equal(t, accountID{Provider: "oauth2", ClientID: "c", TokenURL: "https://login.example.com/oauth2/token"}.fingerprint(),
+		plain.account().fingerprint())
+}
+
+// A move while the stored secret is a suspended pending deletion says how
+// to settle that one: a settle never deletes the stored secret, forget
+// drops it.
+func TestAttackConfigWriterAccount_AMoveNamesTheSuspendedStoredSecretAndHowToDropIt(t *testing.T) {
+	e, _, s0 := rotatedOnce(t, "1h")
+	e.writeConfig(t, map[string]any{"client_secret": s0.ClientSecret, "client_secret_id": s0.ClientSecretID})
+
+	other := startOtherFake(t)
+	resp, err := e.write(t, "config", other.PluginConfig("mapsindoors"))
+	requireBadRequest(t, resp, err, "moves the mount to another account")
+	require.Contains(t, resp.Error().Error(), s0.ClientSecretID+" is the stored secret again")
+	require.Contains(t, resp.Error().Error(), "forget=true ids="+s0.ClientSecretID)
+
+	resp, err = e.write(t, "client-secrets/pending", map[string]any{"forget": true, "ids": s0.ClientSecretID})
+	require.NoError(t, err)
+	require.False(t, resp != nil && resp.IsError())
+	e.writeConfig(t, other.PluginConfig("mapsindoors"))
+	require.True(t, e.fake.SecretWorks(s0.ClientSecret), "dropped, not deleted")
 }

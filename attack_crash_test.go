@@ -248,3 +248,45 @@ func TestAttackCrash_ADeletionNotRecordedIsSettledByTheNextPass(t *testing.T) {
 	require.Empty(t, e.storedConfig(t).PendingDeletions, "the next pass's 404 settles it")
 	require.Contains(t, e.logs.String(), "the upstream says it is gone already (404)")
 }
+
+// hangOnDelete is an upstream whose delete of one id never answers.
+type hangOnDelete struct {
+	upstream.Client
+	id string
+}
+
+func (h hangOnDelete) DeleteClientSecret(ctx context.Context, id string) error {
+	if id == h.id {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return h.Client.DeleteClientSecret(ctx, id)
+}
+
+// Was TestReview_OneIDWhoseDeleteHangsStopsEveryLaterDeletion (review
+// finding 8, UP-5): an id whose delete the upstream never answers spent
+// the whole pass's deadline, every entry after it failed on that deadline
+// and backed off alike, and the list was tried in the same order every
+// pass: the replaced secret behind it was never tried and stayed live.
+// Now each delete has its share of the deadline, an entry never tried is
+// not a failure, and the least recently tried go first.
+func TestAttackCrash_AnIDWhoseDeleteHangsHoldsBackNoOtherDeletion(t *testing.T) {
+	e, clock, s0, s1 := rotatedTwice(t, "1h")
+
+	e.b.rotationTimeout = 300 * time.Millisecond
+	newClient := e.b.newClient
+	e.b.newClient = func(c upstream.Config) (upstream.Client, error) {
+		client, err := newClient(c)
+		return hangOnDelete{Client: client, id: s0.ClientSecretID}, err
+	}
+	for range 12 { // 12 passes over a day and a half
+		clock.Add(3 * time.Hour)
+		e.rollback(t)
+	}
+	require.False(t, e.fake.SecretWorks(s1.ClientSecret), "S1, behind the id whose delete hangs, was never deleted")
+	pending := e.storedConfig(t).PendingDeletions
+	require.Len(t, pending, 1, "the hanging one is kept, with its reason")
+	require.Equal(t, s0.ClientSecretID, pending[0].ID)
+	require.Positive(t, pending[0].Attempts)
+	require.Contains(t, pending[0].LastError, "deadline")
+}

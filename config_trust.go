@@ -126,11 +126,18 @@ func checkSigningDestinationFixed(stored, next *config) error {
 // checkClientSecretIDCarried refuses a change of client_secret_id without
 // the secret it names in the same write: the next rotation deletes the
 // secret of that id upstream, so a writer who could name any id could
-// delete another integration's secret. Clearing it names no secret (the
-// next rotation then deletes none), so it needs none.
+// delete another integration's secret. Clearing it takes the secret too:
+// while the stored secret has no id, Vault cannot tell which pending
+// deletion it may be and deletes none of them, so a write that cleared it
+// without the secret would keep every replaced secret live past its grace.
 func checkClientSecretIDCarried(stored, next *config, d *framework.FieldData) error {
-	if stored.ClientSecretID == next.ClientSecretID || next.ClientSecretID == "" || written(d, "client_secret") || providerInputWritten(d) {
+	if stored.ClientSecretID == next.ClientSecretID || written(d, "client_secret") || providerInputWritten(d) {
 		return nil
+	}
+	if next.ClientSecretID == "" {
+		return userErrorf("clearing client_secret_id stops the deletion of every replaced secret pending deletion (Vault can no longer tell " +
+			"which secret the mount holds), so it is cleared only with the secret: write client_secret (the secret the mount is to hold) " +
+			"in the same request, or write the stored secret's client_secret_id instead")
 	}
 	return userErrorf("changing client_secret_id changes which secret the next rotation deletes upstream, so it is changed only with " +
 		"that secret: write client_secret (the secret with this id) in the same request")

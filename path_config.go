@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -208,14 +209,7 @@ func mergeConfigWrite(stored *config, d *framework.FieldData, now time.Time) (*c
 		warnings = append(warnings, "client_secret changed without client_secret_id, so the stored client_secret_id was cleared; write the new secret's id so rotation can delete it when it is replaced")
 	}
 
-	// The stored secret never has a pending deletion: going back to a
-	// replaced secret takes it off the list, so no stale entry deletes it
-	// before the grace its next rotation promises.
-	var readopted *pendingDeletion
-	if cfg.PendingDeletions, readopted = withoutStored(cfg.PendingDeletions, cfg.ClientSecretID); readopted != nil {
-		warnings = append(warnings, fmt.Sprintf("client_secret_id %s was a replaced secret pending deletion (due %s); it is the stored secret again, "+
-			"so it is no longer to be deleted", readopted.ID, formatTime(readopted.DueAt)))
-	}
+	warnings = append(warnings, suspendOrResumePending(cfg, before.ClientSecretID, now)...)
 
 	if err := cfg.resolved().validate(); err != nil {
 		return nil, nil, err
@@ -350,7 +344,13 @@ func (b *backend) checkAccountMove(ctx context.Context, s logical.Storage, mount
 	}
 	var left []string
 	if len(ids) > 0 {
-		left = append(left, fmt.Sprintf("replaced client secrets pending deletion (%s)", strings.Join(ids, ", ")))
+		pending := fmt.Sprintf("replaced client secrets pending deletion (%s)", strings.Join(ids, ", "))
+		if slices.Contains(ids, stored.ClientSecretID) {
+			// Suspended (suspendOrResumePending): a settle skips it.
+			pending += fmt.Sprintf(", of which %s is the stored secret again, which Vault does not delete: if it is to stay live, "+
+				"drop it with forget=true ids=%s", stored.ClientSecretID, stored.ClientSecretID)
+		}
+		left = append(left, pending)
 	}
 	if len(markers) > 0 {
 		left = append(left, fmt.Sprintf("secrets that %d rotations which stopped half way may have created", len(markers)))

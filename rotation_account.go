@@ -18,11 +18,12 @@ import (
 //   - customer_id, the API's tenant, and
 //   - client_id, the OAuth2 client the secrets belong to.
 //
-// The URLs count whole (scheme, host, port and path; not a query or a
-// fragment, with scheme and host lower case and a default port dropped), not
-// just their hosts: multi-tenant identity servers put the tenant in the path
-// (Keycloak's /realms/<realm>/, Entra ID's /<tenant>/), so two paths on one
-// host may be two accounts. Erring that way costs an operator one explicit
+// The URLs count whole (scheme, host, port, path and query; not a fragment,
+// with scheme and host lower case, a default port dropped and the query's
+// parameters sorted), not just their hosts: multi-tenant identity servers
+// put the tenant in the path (Keycloak's /realms/<realm>/, Entra ID's
+// /<tenant>/), or in the query, which every token and rotation request
+// carries, so two paths or two queries on one host may be two accounts. Erring that way costs an operator one explicit
 // settle of the pending deletions (client-secrets/pending); erring the other
 // way deletes with the wrong credential and leaves the right secret live.
 //
@@ -98,8 +99,11 @@ func (a accountID) movedFields(to accountID) []string {
 }
 
 // canonicalURL is a URL as the account counts it: scheme and host lower
-// case, no default port, no query, no fragment. Text that does not parse
-// is kept as it is (validation refuses it anyway).
+// case, no default port, the query with its parameters sorted (the requests
+// carry it, so it may name the tenant), no fragment. A URL without a query
+// comes out as it did before queries counted, so the fingerprints kept
+// with such a config's records stay the same. Text that does not parse is
+// kept as it is (validation refuses it anyway).
 func canonicalURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
@@ -116,8 +120,16 @@ func canonicalURL(raw string) string {
 	} else if strings.Contains(host, ":") {
 		host = "[" + host + "]"
 	}
-	path := u.EscapedPath()
-	return scheme + "://" + host + path
+	canonical := scheme + "://" + host + u.EscapedPath()
+	if u.RawQuery != "" {
+		// Encode sorts by key; a query that does not parse counts as written.
+		if q, err := url.ParseQuery(u.RawQuery); err == nil {
+			canonical += "?" + q.Encode()
+		} else {
+			canonical += "?" + u.RawQuery
+		}
+	}
+	return canonical
 }
 
 // belongsTo says whether a record kept with fingerprint fp belongs to the

@@ -308,7 +308,9 @@ func TestPendingDeletion_NeverDeletesTheStoredSecret(t *testing.T) {
 	clock.Add(11 * time.Minute)
 	e.rollback(t)
 	require.True(t, e.fake.SecretWorks(s0.ClientSecret), "the stored secret is never deleted")
-	require.Empty(t, e.storedConfig(t).PendingDeletions, "and no longer pending")
+	pending := e.storedConfig(t).PendingDeletions
+	require.Len(t, pending, 1, "it stays tracked, suspended while it is the stored secret")
+	require.Equal(t, s0.ClientSecretID, pending[0].ID)
 	e.role(t, "app", nil)
 	e.read(t, "creds/app")
 }
@@ -326,7 +328,7 @@ func TestRollback_NeverDeletesAMarkedSecretTheMountMayHold(t *testing.T) {
 	e.storage = real
 	s1 := e.storedConfig(t)
 
-	e.writeConfig(t, map[string]any{"client_secret_id": ""})
+	e.writeConfig(t, map[string]any{"client_secret": s1.ClientSecret, "client_secret_id": ""})
 	require.Empty(t, e.storedConfig(t).ClientSecretID)
 	e.ageWALs(t)
 	e.rollback(t)

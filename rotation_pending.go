@@ -3,6 +3,7 @@ package mapsindoors
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"time"
@@ -24,8 +25,57 @@ type deletionReport struct {
 	deleted []pendingDeletion
 	// failed were tried and are kept, with their reason.
 	failed []failedDeletion
-	// readopted were dropped without a delete: the mount holds them again.
+	// readopted were not tried: the mount holds them again. They stay
+	// pending deletion, suspended while they are the stored secret.
 	readopted []string
+	// untried is how many chosen entries the pass had no time left for:
+	// they are kept as they were, not counted as failures.
+	untried int
+}
+
+// tryInTurn tries the chosen pending deletions one after another, the
+// least recently tried first (those never tried first of all), so an id
+// whose delete hangs moves to the back instead of holding back the same
+// ones every pass. try gets each with how many are left to try (it
+// included); done gets its outcome. Once ctx is done the rest are not
+// tried: they count no failure and no backoff, and their number is
+// returned.
+func tryInTurn(ctx context.Context, chosen []pendingDeletion, try func(ctx context.Context, p pendingDeletion, left int) error,
+	done func(p pendingDeletion, err error),
+) (untried int) {
+	slices.SortStableFunc(chosen, func(a, b pendingDeletion) int { return a.LastAttempt.Compare(b.LastAttempt) })
+	for i, p := range chosen {
+		if ctx.Err() != nil {
+			return len(chosen) - i
+		}
+		done(p, try(ctx, p, len(chosen)-i))
+	}
+	return 0
+}
+
+// deletesContext is ctx less the time kept back to record the outcome: a
+// quarter of what is left, at most settleTimeout. Without it, a delete
+// that hangs at the end of a pass would spend the deadline the record
+// needs, and the pass would record nothing: not the ones deleted, nor the
+// failure that moves the hanging one to the back.
+func deletesContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, deadline.Add(-min(settleTimeout, time.Until(deadline)/4)))
+}
+
+// deleteShare is how long one delete of a pass may take when left more
+// deletes (this one included) share what is left of ctx's deadline: at
+// most a request's timeout, so an id whose delete never answers spends its
+// share only, and the ones after it are still tried.
+func deleteShare(ctx context.Context, requestTimeout time.Duration, left int) time.Duration {
+	deadline, ok := ctx.Deadline()
+	if !ok || left < 1 {
+		return requestTimeout
+	}
+	return min(requestTimeout, time.Until(deadline)/time.Duration(left))
 }
 
 type failedDeletion struct {
@@ -48,11 +98,12 @@ func (p pendingDeletion) dueForDeletion(now time.Time, account string) bool {
 	return belongsTo(p.Account, account) && !now.Before(p.DueAt) && !now.Before(p.NextAttempt)
 }
 
-// hasDueDeletions says whether a pending deletion is due at now.
+// hasDueDeletions says whether a pending deletion is due at now (the
+// stored secret's, suspended, never is).
 func (c *config) hasDueDeletions(now time.Time) bool {
 	account := c.account().fingerprint()
 	for _, p := range c.PendingDeletions {
-		if p.dueForDeletion(now, account) {
+		if p.ID != c.ClientSecretID && p.dueForDeletion(now, account) {
 			return true
 		}
 	}
@@ -79,6 +130,42 @@ func withoutStored(list []pendingDeletion, storedID string) ([]pendingDeletion, 
 	}
 	dropped := list[i]
 	return slices.Delete(slices.Clone(list), i, i+1), &dropped
+}
+
+// suspendOrResumePending keeps a config write from dropping a pending
+// deletion through client_secret_id, and says what it did (warnings for
+// the response). An entry whose id the write makes the stored one is
+// suspended, not dropped: it stays on the list, and nothing deletes it
+// while it is the stored secret (settlePendingLocked skips it). Dropping
+// it would let a writer who knows no secret (naming the id with a secret
+// of their own) leave the replaced secret live, tracked by nothing, once
+// the current secret is written back. When the stored id moves on from a
+// suspended entry, by a write or a rotation (which records it anew), the
+// entry is due again with a fresh grace: whoever used it meanwhile gets
+// previous_secret_grace, never less than it was promised before.
+func suspendOrResumePending(cfg *config, previousID string, now time.Time) []string {
+	if cfg.ClientSecretID == previousID {
+		return nil
+	}
+	var warnings []string
+	for i := range cfg.PendingDeletions {
+		p := &cfg.PendingDeletions[i]
+		switch p.ID {
+		case cfg.ClientSecretID:
+			warnings = append(warnings, fmt.Sprintf("client_secret_id %s was a replaced secret pending deletion (due %s); it is the stored secret again, "+
+				"so it is not deleted while it is: it stays pending deletion, and is due again after previous_secret_grace once "+
+				"client_secret_id names another secret", p.ID, formatTime(p.DueAt)))
+		case previousID:
+			due := now.Add(cfg.PreviousSecretGrace)
+			if p.DueAt.After(due) {
+				due = p.DueAt
+			}
+			*p = pendingDeletion{ID: p.ID, ReplacedAt: now, DueAt: due, Account: p.Account}
+			warnings = append(warnings, fmt.Sprintf("client_secret_id %s, pending deletion, is no longer the stored secret: it is deleted at %s",
+				p.ID, formatTime(due)))
+		}
+	}
+	return warnings
 }
 
 // view is what a read shows of a pending deletion: never a secret.
@@ -147,7 +234,8 @@ func (b *backend) settlePendingLocked(ctx context.Context, s logical.Storage, lo
 	for _, p := range stored.PendingDeletions {
 		switch {
 		case p.ID == cfg.ClientSecretID:
-			rep.readopted = append(rep.readopted, p.ID) // the mount holds it again: not Vault's to delete
+			// The mount holds it again: suspended (suspendOrResumePending).
+			rep.readopted = append(rep.readopted, p.ID)
 		case belongsTo(p.Account, account) && pick(p, account):
 			chosen = append(chosen, p)
 		}
@@ -158,10 +246,13 @@ func (b *backend) settlePendingLocked(ctx context.Context, s logical.Storage, lo
 			return rep, err
 		}
 		defer client.Close()
-		for _, p := range chosen {
-			err := withTimeoutErr(ctx, cfg.RequestTimeout, func(ctx context.Context) error {
+		deletes, cancel := deletesContext(ctx)
+		defer cancel()
+		rep.untried = tryInTurn(deletes, chosen, func(ctx context.Context, p pendingDeletion, left int) error {
+			return withTimeoutErr(ctx, deleteShare(ctx, cfg.RequestTimeout, left), func(ctx context.Context) error {
 				return client.DeleteClientSecret(ctx, p.ID)
 			})
+		}, func(p pendingDeletion, err error) {
 			switch {
 			case err == nil:
 				log.Info("deleted a replaced client secret", "client_secret_id", p.ID)
@@ -171,18 +262,22 @@ func (b *backend) settlePendingLocked(ctx context.Context, s logical.Storage, lo
 				rep.failed = append(rep.failed, failedDeletion{p: p, err: err})
 				log.Warn("could not delete a replaced client secret; it stays in pending_deletions and is tried again later",
 					"client_secret_id", p.ID, "refused", deletionRefused(err), "error", err)
-				continue
+				return
 			}
 			rep.deleted = append(rep.deleted, p)
 			b.previousSecretDeleted(p)
+		})
+		if rep.untried > 0 {
+			log.Warn("the pass ran out of time before every due replaced client secret was tried; those are tried first next time",
+				"untried", rep.untried)
 		}
 	}
-	if len(rep.deleted)+len(rep.failed)+len(rep.readopted) == 0 {
+	if len(rep.deleted)+len(rep.failed) == 0 {
 		return rep, nil
 	}
 	now := b.now().UTC()
 	updated := stored.clone()
-	gone := append(rep.deletedIDs(), rep.readopted...)
+	gone := rep.deletedIDs()
 	updated.PendingDeletions = slices.DeleteFunc(updated.PendingDeletions, func(p pendingDeletion) bool {
 		return slices.Contains(gone, p.ID)
 	})

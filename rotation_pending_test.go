@@ -134,7 +134,9 @@ func TestPendingDeletion_AReadoptedSecretKeepsTheGraceItsNextRotationPromised(t 
 	require.NoError(t, err)
 	require.False(t, resp.IsError())
 	require.Contains(t, strings.Join(resp.Warnings, "\n"), "client_secret_id "+s0.ClientSecretID+" was a replaced secret pending deletion")
-	require.Empty(t, e.storedConfig(t).PendingDeletions, "the stored secret never has a pending deletion")
+	pending := e.storedConfig(t).PendingDeletions
+	require.Len(t, pending, 1, "S0 stays tracked, suspended while it is the stored secret")
+	require.Equal(t, s0.ClientSecretID, pending[0].ID)
 	clock.Add(5 * time.Minute) // T+55m
 	rot, err := e.rotate(t)
 	require.NoError(t, err)
@@ -253,4 +255,132 @@ func TestWAL_AnEntryStaysSmall(t *testing.T) {
 		Account: accountID{}.fingerprint()})
 	require.NoError(t, err)
 	require.Less(t, len(raw), 4<<10)
+}
+
+// rotatedOnce is a mount on a fixed clock with previous_secret_grace
+// grace, rotated once: S1 is stored, and S0 (returned) is pending
+// deletion.
+func rotatedOnce(t *testing.T, grace string) (*testEnv, *fixedClock, fakeupstream.Credentials) {
+	t.Helper()
+	e := newTestEnv(t, fakeupstream.Options{TokenLifetime: 48 * time.Hour})
+	clock := &fixedClock{t: time.Now()}
+	e.b.now = clock.Now
+	e.configure(t, map[string]any{"previous_secret_grace": grace})
+	s0 := e.fake.Credentials()
+	_, err := e.rotate(t)
+	require.NoError(t, err)
+	return e, clock, s0
+}
+
+// rotatedTwice is rotatedOnce rotated again: S2 is stored, and S0 and S1
+// (returned, S1 as the config that held it) are pending deletion.
+func rotatedTwice(t *testing.T, grace string) (*testEnv, *fixedClock, fakeupstream.Credentials, *config) {
+	t.Helper()
+	e, clock, s0 := rotatedOnce(t, grace)
+	s1 := e.storedConfig(t)
+	_, err := e.rotate(t)
+	require.NoError(t, err)
+	require.Len(t, e.storedConfig(t).PendingDeletions, 2)
+	return e, clock, s0, s1
+}
+
+// UP-5 with an upstream that never answers: each delete of a pass gets its
+// share of what is left of the pass's deadline (at most a request's
+// timeout), so one that hangs cannot spend the time of those after it.
+func TestPendingDeletion_EachDeleteHasItsShareOfThePassDeadline(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)
+	defer cancel()
+	share := deleteShare(ctx, time.Minute, 4)
+	require.LessOrEqual(t, share, 10*time.Second)
+	require.Greater(t, share, 9*time.Second)
+	require.Equal(t, 5*time.Second, deleteShare(ctx, 5*time.Second, 4), "never more than a request's timeout")
+	require.Equal(t, 5*time.Second, deleteShare(t.Context(), 5*time.Second, 4), "without a deadline, a request's timeout")
+}
+
+// recordDeletes is an upstream that records the order of its deletes.
+type recordDeletes struct {
+	upstream.Client
+	ids *[]string
+}
+
+func (r recordDeletes) DeleteClientSecret(ctx context.Context, id string) error {
+	*r.ids = append(*r.ids, id)
+	return r.Client.DeleteClientSecret(ctx, id)
+}
+
+// A pass tries the least recently tried first, so one whose delete hung
+// last time goes after those never tried.
+func TestPendingDeletion_APassTriesTheLeastRecentlyTriedFirst(t *testing.T) {
+	e, clock, s0, s1 := rotatedTwice(t, "1h")
+	stored := e.storedConfig(t)
+	require.Equal(t, []string{s0.ClientSecretID, s1.ClientSecretID}, []string{stored.PendingDeletions[0].ID, stored.PendingDeletions[1].ID})
+	stored.PendingDeletions[0].Attempts, stored.PendingDeletions[0].LastAttempt = 1, clock.Now()
+	require.NoError(t, putConfig(context.Background(), e.storage, stored))
+	clock.Add(2 * time.Hour)
+
+	var order []string
+	newClient := e.b.newClient
+	e.b.newClient = func(c upstream.Config) (upstream.Client, error) {
+		client, err := newClient(c)
+		return recordDeletes{Client: client, ids: &order}, err
+	}
+	e.rollback(t)
+	require.Equal(t, []string{s1.ClientSecretID, s0.ClientSecretID}, order, "S1, never tried, goes before S0, tried before")
+	require.Empty(t, e.storedConfig(t).PendingDeletions)
+}
+
+// Entries a pass has no time left for are not tried, and so count no
+// failure: no attempt, no backoff.
+func TestPendingDeletion_AnEntryThePassHadNoTimeForIsNotAFailure(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	chosen := []pendingDeletion{{ID: "a"}, {ID: "b"}}
+	var tried []string
+	untried := tryInTurn(ctx, chosen, func(_ context.Context, p pendingDeletion, _ int) error {
+		tried = append(tried, p.ID)
+		return ctx.Err()
+	}, func(pendingDeletion, error) {})
+	require.Empty(t, tried)
+	require.Equal(t, 2, untried)
+
+	// A deadline keeps back time to record what the pass did.
+	ctx, cancel = context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	deletes, cancelDeletes := deletesContext(ctx)
+	defer cancelDeletes()
+	outer, _ := ctx.Deadline()
+	inner, _ := deletes.Deadline()
+	require.Equal(t, settleTimeout, outer.Sub(inner))
+}
+
+// CW-11 with review finding 5: going back to a replaced secret suspends
+// its pending deletion (it stays tracked, and is not deleted while it is
+// the stored secret). When the stored id moves on again, it is due with a
+// fresh grace, since whoever used it meanwhile is owed one.
+func TestPendingDeletion_ASuspendedEntryIsDueAgainWithAFreshGraceOnceTheStoredIDMovesOn(t *testing.T) {
+	e, clock, s0 := rotatedOnce(t, "1h") // S1 stored; S0 due at T+1h
+	s1 := e.storedConfig(t)
+	e.writeConfig(t, map[string]any{"client_secret": s0.ClientSecret, "client_secret_id": s0.ClientSecretID})
+
+	clock.Add(2 * time.Hour) // past S0's old due time
+	require.False(t, e.storedConfig(t).hasDueDeletions(clock.Now()), "the stored secret's entry is never due")
+	e.rollback(t)
+	require.True(t, e.fake.SecretWorks(s0.ClientSecret), "S0 is the stored secret: suspended")
+
+	resp, err := e.write(t, "config", map[string]any{"client_secret": s1.ClientSecret, "client_secret_id": s1.ClientSecretID})
+	require.NoError(t, err)
+	require.False(t, resp.IsError())
+	require.Contains(t, strings.Join(resp.Warnings, "\n"), "client_secret_id "+s0.ClientSecretID+", pending deletion, is no longer the stored secret: it is deleted at "+
+		formatTime(clock.Now().Add(time.Hour)))
+	pending := e.storedConfig(t).PendingDeletions
+	require.Len(t, pending, 1)
+	require.Equal(t, clock.Now().Add(time.Hour).UTC(), pending[0].DueAt.UTC())
+
+	clock.Add(30 * time.Minute)
+	e.rollback(t)
+	require.True(t, e.fake.SecretWorks(s0.ClientSecret), "S0 has its fresh grace")
+	clock.Add(time.Hour)
+	e.rollback(t)
+	require.False(t, e.fake.SecretWorks(s0.ClientSecret), "and is deleted when it ends")
+	require.Empty(t, e.storedConfig(t).PendingDeletions)
 }
