@@ -35,7 +35,7 @@ func (b *backend) stepAhead(r *roleRead, request string, cur *sharedToken, step 
 	if step == aheadDecide {
 		// Once per window and role: each System call is a round trip to
 		// Vault for an external plugin.
-		step = b.tokens.activate(r.name, cur, b.WriteSafeReplicationState(), b.now(), fetch)
+		step = b.tokens.activate(r.name, cur, r.st.gen, b.WriteSafeReplicationState(), b.now(), fetch)
 	}
 	if step != aheadStart {
 		return

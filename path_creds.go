@@ -207,7 +207,7 @@ func tokenFields(role string, tok *upstream.Token, now time.Time) map[string]any
 // a warm role never waits.
 func (b *backend) roleToken(ctx context.Context, r *roleRead) (*sharedToken, error) {
 	request := r.request()
-	tok, step, warm := b.tokens.lookup(r.name, request, b.now(), true)
+	tok, step, warm := b.tokens.lookup(r.name, request, b.now(), true, r.st.gen)
 	if tok != nil {
 		b.metrics.cacheHit()
 		b.stepAhead(r, request, tok, step)
@@ -220,7 +220,7 @@ func (b *backend) roleToken(ctx context.Context, r *roleRead) (*sharedToken, err
 		return nil, err
 	}
 	// The first read of the new token's window may arm its fetch ahead.
-	if cur, step, _ := b.tokens.lookup(r.name, request, b.now(), true); cur == tok {
+	if cur, step, _ := b.tokens.lookup(r.name, request, b.now(), true, r.st.gen); cur == tok {
 		b.stepAhead(r, request, cur, step)
 	}
 	return tok, nil
@@ -236,7 +236,7 @@ func (b *backend) fetchShared(ctx context.Context, r *roleRead, request string, 
 	v, err, _ := b.flight.Do(key, func() (any, error) {
 		// A flight that just landed may have filled the cache.
 		if !ahead {
-			if tok, _, _ := b.tokens.lookup(r.name, request, b.now(), false); tok != nil {
+			if tok, _, _ := b.tokens.lookup(r.name, request, b.now(), false, r.st.gen); tok != nil {
 				return tok, nil
 			}
 		}
@@ -257,7 +257,7 @@ func (b *backend) fetchShared(ctx context.Context, r *roleRead, request string, 
 			return nil, b.outages.record(r.name, r.st.gen, err, b.now())
 		}
 		b.outages.succeeded(r.name, r.st.gen)
-		shared := &sharedToken{Token: tok, tokenTimes: scheduleToken(tok, r.role.TTL)}
+		shared := &sharedToken{Token: tok, tokenTimes: scheduleToken(tok, r.role.TTL), configGen: r.st.gen}
 		b.tokens.install(r.name, request, shared, r.cacheGen, b.now())
 		b.tokenIssued(r.name, tok)
 		b.Logger().Debug("fetched upstream token", "mount", r.mount, "role", r.name, "lifetime", tok.Lifetime().String(), "ahead", ahead)

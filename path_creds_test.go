@@ -103,14 +103,14 @@ func TestCreds_ReusesTokenWhileItBacksAUsefulLease(t *testing.T) {
 			first := e.read(t, "creds/app")
 			clock.Add(tc.reuseAt)
 			again := e.read(t, "creds/app")
-			require.Equal(t, first.Data["access_token"], again.Data["access_token"])
+			requireSameToken(t, first.Data["access_token"].(string), again.Data["access_token"], "a read before the refetch reuses the token")
 			require.Equal(t, 1, e.fake.Hits(fakeupstream.EndpointToken))
 			require.InDelta(t, tc.leaseAt.Seconds(), again.Secret.TTL.Seconds(), 1)
 			require.InDelta(t, (time.Hour - tc.reuseAt).Seconds(), float64(again.Data["expires_in"].(int64)), 1)
 
 			clock.Add(tc.refetchA - tc.reuseAt)
 			fresh := e.read(t, "creds/app")
-			require.NotEqual(t, first.Data["access_token"], fresh.Data["access_token"])
+			requireNewToken(t, first.Data["access_token"], fresh.Data["access_token"], "a read after the refetch point gets a new token")
 			require.Equal(t, 2, e.fake.Hits(fakeupstream.EndpointToken))
 		})
 	}
@@ -148,7 +148,7 @@ func TestCreds_ConcurrentColdReadsMakeOneUpstreamRequest(t *testing.T) {
 	for i := range readers {
 		require.NoError(t, errs[i])
 		require.NotEmpty(t, tokens[i])
-		require.Equal(t, tokens[0], tokens[i])
+		requireSameToken(t, tokens[0], tokens[i], "concurrent readers share one token")
 	}
 	require.Equal(t, 1, e.fake.Hits(fakeupstream.EndpointToken))
 }

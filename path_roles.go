@@ -259,10 +259,14 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	if err != nil {
 		return nil, fmt.Errorf("encode role %q: %w", name, err)
 	}
-	if err := req.Storage.Put(ctx, entry); err != nil {
+	// Forgotten whatever Put returned: a write that reports failure may
+	// have committed (a deadline after the Raft apply), and the node must
+	// then serve the role as storage holds it, not as it was.
+	err = req.Storage.Put(ctx, entry)
+	b.forgetRole(name)
+	if err != nil {
 		return nil, fmt.Errorf("store role %q: %w", name, err)
 	}
-	b.forgetRole(name)
 	// Answer with the role rather than 204: the framework adds its warning
 	// about unrecognized parameters, such as a misspelled field, only to a
 	// response that is not nil.
@@ -277,10 +281,12 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 	lock := locksutil.LockForKey(b.roleLocks, name)
 	lock.Lock()
 	defer lock.Unlock()
-	if err := req.Storage.Delete(ctx, roleStoragePrefix+name); err != nil {
+	// As for a write: a delete that reports failure may have committed.
+	err := req.Storage.Delete(ctx, roleStoragePrefix+name)
+	b.forgetRole(name)
+	if err != nil {
 		return nil, fmt.Errorf("delete role %q: %w", name, err)
 	}
-	b.forgetRole(name)
 	return nil, nil
 }
 

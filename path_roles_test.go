@@ -74,7 +74,7 @@ func TestRoles_ChangeDropsTheRolesToken(t *testing.T) {
 	e.role(t, "app", map[string]any{"scopes": "b"})
 	second := e.read(t, "creds/app").Data
 	require.Equal(t, "b", second["scope"])
-	require.NotEqual(t, first["access_token"], second["access_token"])
+	requireNewToken(t, first["access_token"], second["access_token"], "a role whose scopes changed gets a new token")
 	require.Equal(t, 2, e.fake.Hits(fakeupstream.EndpointToken))
 }
 
@@ -105,7 +105,7 @@ func TestRoles_NamesThatAreNotLowerCaseAreRefusedNotFolded(t *testing.T) {
 			resp, err := e.do(t, tc.op, tc.path, tc.data)
 			requireBadRequest(t, resp, err, "lower case")
 
-			require.Equal(t, before, e.storageDump(t), "storage changed")
+			requireStorageUnchanged(t, before, e.storageDump(t), "a refused role request changed storage")
 			require.Equal(t, 0, e.fake.Hits(fakeupstream.EndpointToken), "no token was fetched")
 			require.Equal(t, int64(300), e.read(t, "roles/admin").Data["ttl"])
 		})

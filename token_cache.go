@@ -53,6 +53,11 @@ type roleTokens struct {
 type sharedToken struct {
 	*upstream.Token
 	tokenTimes
+	// configGen is the config generation the token was fetched under.
+	// Only a read that looked up that same generation may arm the fetch
+	// ahead of its window: the fetch runs with the reader's client, and a
+	// read that found an older config holds the replaced credential.
+	configGen uint64
 }
 
 func newTokenCache() *tokenCache {
@@ -88,9 +93,11 @@ const (
 // lookup is the role's token to serve at now, nil when it has none that
 // is safe to serve (warm then says that it had one, spent). It moves the
 // role on to the next token once the current one's switch has come. With
-// observe, it also says what the read should do about fetching ahead;
-// without, it changes nothing but the switch.
-func (c *tokenCache) lookup(role, request string, now time.Time, observe bool) (tok *sharedToken, step aheadStep, warm bool) {
+// observe, from a read that looked up config generation configGen, it
+// also says what the read should do about fetching ahead; without, or
+// when the token was fetched under another config generation, it changes
+// nothing but the switch.
+func (c *tokenCache) lookup(role, request string, now time.Time, observe bool, configGen uint64) (tok *sharedToken, step aheadStep, warm bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s, ok := c.entries[role]
@@ -116,7 +123,7 @@ func (c *tokenCache) lookup(role, request string, now time.Time, observe bool) (
 	default:
 		return nil, aheadNothing, true
 	}
-	if !observe {
+	if !observe || cur.configGen != configGen {
 		return cur, aheadNothing, true
 	}
 	if s.seen != cur {
@@ -132,12 +139,13 @@ func (c *tokenCache) lookup(role, request string, now time.Time, observe bool) (
 
 // activate records whether this node fetches ahead in cur's window. When
 // it does, it arms fetch to run at cur.aheadAt, or says to start it now
-// when that has come.
-func (c *tokenCache) activate(role string, cur *sharedToken, active bool, now time.Time, fetch func(gen uint64)) aheadStep {
+// when that has come. fetch is a read's, of config generation configGen;
+// a read of another generation arms nothing.
+func (c *tokenCache) activate(role string, cur *sharedToken, configGen uint64, active bool, now time.Time, fetch func(gen uint64)) aheadStep {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s, ok := c.entries[role]
-	if !ok || s.cur != cur || s.seen != cur || !active || cur.aheadAt.IsZero() {
+	if !ok || s.cur != cur || s.seen != cur || !active || cur.aheadAt.IsZero() || cur.configGen != configGen {
 		return aheadNothing
 	}
 	s.active = true
@@ -152,7 +160,7 @@ func (c *tokenCache) activate(role string, cur *sharedToken, active bool, now ti
 		s.stop()
 	}
 	s.stop = c.after(cur.aheadAt.Sub(now), func() {
-		if gen, ok := c.claim(role, cur); ok {
+		if gen, ok := c.claim(role, cur, configGen); ok {
 			c.ahead.Add(1)
 			defer c.ahead.Done()
 			fetch(gen)
@@ -162,15 +170,17 @@ func (c *tokenCache) activate(role string, cur *sharedToken, active bool, now ti
 }
 
 // claim starts the armed fetch ahead of cur's window, unless the role has
-// moved on, has its next token, or is fetching it already. It returns the
-// generation to install the fetched token with: the role still holds
-// cur, so neither the role nor the config changed since cur's window was
-// armed, and a change from now on drops what the fetch brings.
-func (c *tokenCache) claim(role string, cur *sharedToken) (uint64, bool) {
+// moved on, has its next token, or is fetching it already, or the fetch
+// was armed by a read of another config generation than cur's (its
+// client is not cur's config's). It returns the generation to install
+// the fetched token with: the role still holds cur, so neither the role
+// nor the config changed since cur's window was armed, and a change from
+// now on drops what the fetch brings.
+func (c *tokenCache) claim(role string, cur *sharedToken, configGen uint64) (uint64, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s, ok := c.entries[role]
-	if !ok || s.cur != cur || !s.active || s.next != nil || s.fetching {
+	if !ok || s.cur != cur || !s.active || s.next != nil || s.fetching || cur.configGen != configGen {
 		return 0, false
 	}
 	s.fetching, s.tried = true, true
