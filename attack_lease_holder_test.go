@@ -2,6 +2,7 @@ package mapsindoors
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,4 +72,43 @@ func TestAttackLeaseHolder_ReadRevokeLoopStopsAtTheUpstreamsPushBack(t *testing.
 				"20 reads against the upstream's push-back")
 		})
 	}
+}
+
+// A lease of the version before leases recorded their revocation URL
+// holds its token and nothing else. A config writer who moves
+// revocation_url (with credentials of their own, as the trust rule asks)
+// must not get that token when the lease is revoked: such a lease ends
+// without a logout, and the log says so.
+func TestAttackLeaseHolder_AnOldLeaseNeverFollowsAMovedRevocationURL(t *testing.T) {
+	e := newTestEnv(t, fakeupstream.Options{})
+	e.writeConfig(t, e.fake.PluginConfig("cameramanager"))
+	e.role(t, "cam", nil)
+	resp := e.read(t, "creds/cam")
+	secret := asStored(t, resp.Secret)
+	for k := range secret.InternalData {
+		if k != "secret_type" && k != "role" && k != "expires_at" && k != "access_token" {
+			delete(secret.InternalData, k) // as a lease of the version before
+		}
+	}
+	token := resp.Data["access_token"].(string)
+
+	attacker := fakeupstream.StartRecorder(http.StatusOK)
+	t.Cleanup(attacker.Close)
+	e.writeConfig(t, map[string]any{
+		"token_url":         attacker.URL() + "/token",
+		"revocation_url":    attacker.URL() + "/logout",
+		"ca_cert":           attacker.CACertPEM(),
+		"client_secret":     "attackers-own-api-key-secret",
+		"username":          "attacker",
+		"password":          "attackers-own-password",
+		"verify_connection": false,
+	})
+	_, err := e.revoke(t, secret)
+	require.NoError(t, err, "the lease ends")
+
+	for _, c := range attacker.Credentials() {
+		// Not require.NotContains: its message would print the token.
+		require.False(t, strings.Contains(c, token), "the attacker's host received the lease's live token")
+	}
+	require.True(t, strings.Contains(e.logs.String(), "could not be logged out"), "the log says the token was not logged out")
 }

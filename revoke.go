@@ -258,9 +258,11 @@ func (b *backend) tokenRevoke(ctx context.Context, req *logical.Request, _ *fram
 }
 
 // revocationClient is a client that logs out at the lease's recorded
-// revocation URL, and a func to call when done with it. Leases issued
-// before leases recorded it go through the config, if it still logs tokens
-// out; nil when nothing can log the token out.
+// revocation URL, and a func to call when done with it; nil when nothing
+// can log the token out. A lease issued before leases recorded their URL
+// is never logged out through the config as it is now: a config writer may
+// have moved revocation_url since, and the token would go to that host.
+// Such a lease ends, and its token expires by itself.
 func (b *backend) revocationClient(ctx context.Context, req *logical.Request) (upstream.Client, time.Duration, func(), error) {
 	in := req.Secret.InternalData
 	url, _ := in[leaseRevocationURL].(string)
@@ -270,10 +272,7 @@ func (b *backend) revocationClient(ctx context.Context, req *logical.Request) (u
 	}
 	cfg := st.cfg
 	if url == "" {
-		if cfg == nil || cfg.RevocationURL == "" {
-			return nil, 0, nil, nil
-		}
-		return st.client, cfg.RequestTimeout, func() {}, nil
+		return nil, 0, nil, nil
 	}
 
 	timeout, err := time.ParseDuration(fmt.Sprint(in[leaseRequestTimeout]))
