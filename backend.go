@@ -237,10 +237,17 @@ func (b *backend) resetLocked() {
 	b.refreshMu.Unlock()
 }
 
-func (b *backend) refreshToken() (uint64, string) {
+// refreshToken is the refresh token kept for the config of generation gen
+// (the configGen a read looked up; resetLocked moves refreshGen with it), or
+// "" once the config has changed: a read that looked up a replaced config
+// never uses, nor keeps, a refresh token for the one that replaced it.
+func (b *backend) refreshToken(gen uint64) string {
 	b.refreshMu.Lock()
 	defer b.refreshMu.Unlock()
-	return b.refreshGen, b.refresh
+	if gen != b.refreshGen {
+		return ""
+	}
+	return b.refresh
 }
 
 // setRefreshToken keeps a new refresh token; an empty one (a server that

@@ -292,7 +292,10 @@ func (b *backend) leaseToken(ctx context.Context, mount, name string, st upstrea
 		b.outages.succeeded(name, st.gen)
 		return tok, nil
 	}
-	gen, refresh := b.refreshToken()
+	// The refresh memory belongs to the config this read looked up: after
+	// a change, what this read logs in for is not kept for the new config.
+	gen := st.gen
+	refresh := b.refreshToken(gen)
 	if refresh != "" {
 		if tok, err := b.refreshLeaseToken(ctx, log, gen, refresh, st.client, treq); tok != nil || err != nil {
 			return done(tok, err)
@@ -310,7 +313,7 @@ func (b *backend) leaseToken(ctx context.Context, mount, name string, st upstrea
 	defer func() { <-b.loginSem }()
 	// Another read may have logged in while this one waited: refresh with
 	// the token its login brought. Or it failed, and that is remembered.
-	if g, rt := b.refreshToken(); g == gen && rt != "" && rt != refresh {
+	if rt := b.refreshToken(gen); rt != "" && rt != refresh {
 		if tok, err := b.refreshLeaseToken(ctx, log, gen, rt, st.client, treq); tok != nil || err != nil {
 			return done(tok, err)
 		}
