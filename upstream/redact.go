@@ -264,9 +264,11 @@ func base64Runs(s string, found func(decoded string) bool) bool {
 		if len(run) < 4 {
 			continue // two bytes at most, no credential
 		}
+		// Padding is dropped, so the run may now be shorter than four
+		// (a run of "00==" is "00"): no offset goes past its end.
 		run = toStdBase64.Replace(run)
 		// A part of one character trims to "", which holds nothing.
-		for off := range 4 {
+		for off := 0; off < 4 && off < len(run); off++ {
 			part := run[off:]
 			if len(part)%4 == 1 {
 				part = part[:len(part)-1]
