@@ -74,8 +74,9 @@ type config struct {
 
 // pendingDeletion is an upstream secret to delete once DueAt has passed,
 // at the account it belongs to (rotation_account.go), logged in as that
-// account. There is at most one per id, and never one for the stored
-// secret. A failed attempt is kept with its reason and waits until
+// account. There is at most one per id; one whose id is the stored
+// secret's is suspended (never deleted) until the stored id moves on. A
+// failed attempt is kept with its reason and waits until
 // NextAttempt; it never holds back the others.
 type pendingDeletion struct {
 	ID         string    `json:"id"`
