@@ -270,18 +270,6 @@ func (b *backend) dropRefreshToken(gen uint64, rt string) {
 	}
 }
 
-// loginBackedOff, rememberRefusedLogin and loginSucceeded are what the
-// creds path asks and tells of a password login. The login memory answers
-// all three inside the client (guardedClient): a login it holds back never
-// reaches the upstream, and a refused one comes back as the error to
-// answer with, which says when the next login is due. One memory per
-// credential, shared by every path, leaves nothing to do here.
-func (b *backend) loginBackedOff(uint64) error { return nil }
-
-func (b *backend) rememberRefusedLogin(_ uint64, err error) error { return err }
-
-func (b *backend) loginSucceeded(uint64) {}
-
 // invalidate is called when another node (a performance standby or a
 // replica) sees storage change under it.
 func (b *backend) invalidate(_ context.Context, key string) {

@@ -321,18 +321,16 @@ func (b *backend) leaseToken(ctx context.Context, mount, name string, st upstrea
 	if err := b.outages.check(name, st.gen, b.now()); err != nil {
 		return nil, err
 	}
-	if err := b.loginBackedOff(gen); err != nil {
-		return nil, err
-	}
+	// The client's login memory holds back a login it must not make, and
+	// remembers a refused one (guardedClient).
 	tok, err := st.client.Token(ctx, treq)
 	if err != nil {
 		if refusedByUpstream(err) {
 			// A refused password has a back-off of its own.
-			return nil, b.rememberRefusedLogin(gen, err)
+			return nil, err
 		}
 		return done(nil, err)
 	}
-	b.loginSucceeded(gen)
 	b.setRefreshToken(gen, tok.RefreshToken)
 	return done(tok, nil)
 }
