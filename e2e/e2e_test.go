@@ -178,29 +178,7 @@ func TestAgent_TemplateAlwaysHoldsALiveToken(t *testing.T) {
 	v.configure("mapsindoors", fake, nil)
 	v.mustCLI("write", "mapsindoors/roles/agent", "ttl=1h")
 
-	dir := t.TempDir()
-	tokenFile := filepath.Join(dir, "vault-token")
-	require.NoError(t, os.WriteFile(tokenFile, []byte(v.token), 0o600))
-	rendered := filepath.Join(dir, "rendered.txt")
-	agentCfg := filepath.Join(dir, "agent.hcl")
-	require.NoError(t, os.WriteFile(agentCfg, []byte(fmt.Sprintf(`
-vault {
-  address = %q
-}
-auto_auth {
-  method "token_file" {
-    config {
-      token_file_path = %q
-    }
-  }
-}
-template {
-  contents    = "{{ with secret \"mapsindoors/creds/agent\" }}{{ .Data.access_token }}{{ end }}"
-  destination = %q
-}
-`, v.addr, tokenFile, rendered)), 0o600))
-	agent := &vaultServer{t: t, name: "agent", addr: v.addr, logPath: filepath.Join(dir, "agent.log")}
-	agent.start("agent", "-config="+agentCfg)
+	rendered, _ := startTemplateAgent(t, v, "mapsindoors/creds/agent")
 
 	eventually(t, 30*time.Second, "the first render", func() bool {
 		b, err := os.ReadFile(rendered)

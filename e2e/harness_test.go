@@ -575,3 +575,33 @@ func eventually(t testing.TB, within time.Duration, what string, cond func() boo
 		time.Sleep(250 * time.Millisecond)
 	}
 }
+
+// startTemplateAgent runs a Vault Agent that renders the access_token of
+// path into a file, and returns the file's path and the agent.
+func startTemplateAgent(t *testing.T, v *vaultServer, path string) (string, *vaultServer) {
+	t.Helper()
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "vault-token")
+	require.NoError(t, os.WriteFile(tokenFile, []byte(v.token), 0o600))
+	rendered := filepath.Join(dir, "rendered.txt")
+	cfg := filepath.Join(dir, "agent.hcl")
+	require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`
+vault {
+  address = %q
+}
+auto_auth {
+  method "token_file" {
+    config {
+      token_file_path = %q
+    }
+  }
+}
+template {
+  contents    = "{{ with secret \"%s\" }}{{ .Data.access_token }}{{ end }}"
+  destination = %q
+}
+`, v.addr, tokenFile, path, rendered)), 0o600))
+	agent := &vaultServer{t: t, name: "agent", addr: v.addr, logPath: filepath.Join(dir, "agent.log")}
+	agent.start("agent", "-config="+cfg)
+	return rendered, agent
+}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -29,29 +28,7 @@ func TestStaticCreds_AgentTemplateFollowsEachReplacementWithoutLeases(t *testing
 	v.configure("mapsindoors", fake, nil)
 	v.mustCLI("write", "mapsindoors/roles/agent", "ttl=0")
 
-	dir := t.TempDir()
-	tokenFile := filepath.Join(dir, "vault-token")
-	require.NoError(t, os.WriteFile(tokenFile, []byte(v.token), 0o600))
-	rendered := filepath.Join(dir, "rendered.txt")
-	agentCfg := filepath.Join(dir, "agent.hcl")
-	require.NoError(t, os.WriteFile(agentCfg, []byte(fmt.Sprintf(`
-vault {
-  address = %q
-}
-auto_auth {
-  method "token_file" {
-    config {
-      token_file_path = %q
-    }
-  }
-}
-template {
-  contents    = "{{ with secret \"mapsindoors/static-creds/agent\" }}{{ .Data.access_token }}{{ end }}"
-  destination = %q
-}
-`, v.addr, tokenFile, rendered)), 0o600))
-	agent := &vaultServer{t: t, name: "agent", addr: v.addr, logPath: filepath.Join(dir, "agent.log")}
-	agent.start("agent", "-config="+agentCfg)
+	rendered, _ := startTemplateAgent(t, v, "mapsindoors/static-creds/agent")
 
 	eventually(t, 30*time.Second, "the first render", func() bool {
 		b, err := os.ReadFile(rendered)
