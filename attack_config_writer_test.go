@@ -180,7 +180,7 @@ func TestAttackConfigWriter_ClientSecretMountMovesSendNoStoredSecret(t *testing.
 	})
 	requireBadRequest(t, resp, err, "verify_connection")
 	for _, c := range attacker.Credentials() {
-		require.NotContains(t, c, stored, "the stored secret reached the attacker's host")
+		requireNoSecretIn(t, c, stored, "the stored secret reached the attacker's host")
 	}
 	require.NotEmpty(t, attacker.Received(), "the check above looked at a request")
 }

@@ -300,14 +300,14 @@ func TestKeys_BadInputIsRefusedAndTheStoredConfigKept(t *testing.T) {
 			require.NotContains(t, resp.Error().Error(), `"d"`)
 		})
 	}
-	require.Equal(t, before, e.storedConfig(t), "the config is as it was")
+	requireQuietlyEqual(t, before, e.storedConfig(t), "the config is as it was")
 	require.True(t, reflect.DeepEqual(keysBefore, e.storedKeys(t)), "the keys are as they were")
 
 	// Where the assertions go is fixed for the life of the config
 	// (attack_config_writer_test.go tries every move).
 	resp, err := e.write(t, "config", map[string]any{"token_url": e.fake.JWTTokenURL() + "?v=2", "assertion_audience": ""})
 	requireBadRequest(t, resp, err, "changing token_url would send this mount's signed client assertions somewhere else")
-	require.Equal(t, before, e.storedConfig(t))
+	requireQuietlyEqual(t, before, e.storedConfig(t), "the config is as it was")
 	r, err := getRole(context.Background(), e.storage, "api")
 	require.NoError(t, err)
 	require.Nil(t, r, "no role was stored")

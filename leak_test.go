@@ -2,6 +2,8 @@ package mapsindoors
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -137,4 +139,53 @@ func (e *testEnv) revokeErr(t *testing.T, secret *logical.Secret) error {
 	resp, err := e.revoke(t, secret)
 	e.record(resp)
 	return err
+}
+
+// recordingTB is a testing.TB whose failures are recorded, not acted on,
+// so a test can read what an assertion helper would print.
+type recordingTB struct {
+	testing.TB
+	printed []string
+}
+
+func (r *recordingTB) Helper()                   {}
+func (r *recordingTB) FailNow()                  {}
+func (r *recordingTB) Errorf(f string, a ...any) { r.printed = append(r.printed, fmt.Sprintf(f, a...)) }
+func (r *recordingTB) Fatalf(f string, a ...any) { r.printed = append(r.printed, fmt.Sprintf(f, a...)) }
+
+// The helpers the tests compare secrets with fail without printing them:
+// a failing test's output is no place for a secret either.
+func TestQuietAssertions_FailWithoutPrintingTheSecret(t *testing.T) {
+	const secret, other = "s3cr3t-client-secret-value", "0ther-client-secret-value"
+	before := &config{Provider: "mapsindoors", ClientID: "id", ClientSecret: secret}
+	after := before.clone()
+	after.ClientSecret = other
+
+	for name, fail := range map[string]func(testing.TB){
+		"a changed config": func(tb testing.TB) { requireQuietlyEqual(tb, before, after, "config changed") },
+		"a changed storage dump": func(tb testing.TB) {
+			requireQuietlyEqual(tb, map[string]string{"config": secret}, map[string]string{"config": other}, "storage changed")
+		},
+		"a secret in a text": func(tb testing.TB) { requireNoSecretIn(tb, "error: "+secret, secret, "the error holds a secret") },
+		"another token":      func(tb testing.TB) { requireSameToken(tb, secret, other, "not the same token") },
+		"the same token":     func(tb testing.TB) { requireNewToken(tb, secret, secret, "the token did not change") },
+	} {
+		t.Run(name, func(t *testing.T) {
+			rec := &recordingTB{TB: t}
+			fail(rec)
+			require.NotEmpty(t, rec.printed, "the helper did not fail")
+			out := strings.Join(rec.printed, "\n")
+			require.False(t, strings.Contains(out, secret) || strings.Contains(out, other), "the failure printed a secret")
+		})
+	}
+
+	rec := &recordingTB{TB: t}
+	requireQuietlyEqual(rec, before, after, "config changed")
+	require.Len(t, rec.printed, 1)
+	require.Contains(t, rec.printed[0], "client_secret", "it names the field that changed")
+
+	rec = &recordingTB{TB: t}
+	requireQuietlyEqual(rec, before, before.clone(), "config changed")
+	requireNoSecretIn(rec, "error: nothing", secret, "the error holds a secret")
+	require.Empty(t, rec.printed, "equal values and a clean text pass")
 }

@@ -26,7 +26,7 @@ func TestOAuth2_RoleTokenParameters(t *testing.T) {
 	// Another role with other parameters gets its own token.
 	e.role(t, "other", map[string]any{"audience": "https://other.example"})
 	other := e.read(t, "creds/other")
-	require.NotEqual(t, first.Data["access_token"], other.Data["access_token"])
+	requireNewToken(t, first.Data["access_token"], other.Data["access_token"], "a role with other parameters gets its own token")
 
 	for _, key := range []string{"grant_type", "client_secret", "scope", "audience"} {
 		resp, err := e.write(t, "roles/api", map[string]any{"token_params": key + "=x"})

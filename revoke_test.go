@@ -120,7 +120,7 @@ func TestRevoke_LeasesEndWithoutTheConfigAndNeverStick(t *testing.T) {
 			if tc.retry {
 				require.Error(t, err, "a real failure must make Vault retry")
 				for _, s := range e.fake.Sensitive() {
-					require.NotContains(t, err.Error(), s)
+					requireNoSecretIn(t, err.Error(), s, "the error holds a secret or token")
 				}
 			} else {
 				require.NoError(t, err, "the lease must end")

@@ -210,7 +210,7 @@ func TestConfig_RotationSettingsThatWouldPassThePendingBoundAre400(t *testing.T)
 		}
 		require.Contains(t, resp.Error().Error(), field)
 	}
-	require.Equal(t, before, e.storageDump(t))
+	requireQuietlyEqual(t, before, e.storageDump(t), "a refused write changed storage")
 	for _, good := range []map[string]any{
 		{"rotation_period": "24h", "previous_secret_grace": "168h"},
 		{"rotation_period": "1h", "previous_secret_grace": "24h"},

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"maps"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -318,6 +319,65 @@ func withoutRotationStatus(c *config) *config {
 	cp := c.clone()
 	cp.Rotation = rotationStatus{}
 	return cp
+}
+
+// requireSameToken fails unless got is the token want, without printing
+// either: test output is no place for a token.
+func requireSameToken(t testing.TB, want string, got any, msg string) {
+	t.Helper()
+	require.True(t, got == any(want), msg)
+}
+
+// requireNewToken fails when got is the token old, without printing
+// either.
+func requireNewToken(t testing.TB, old, got any, msg string) {
+	t.Helper()
+	require.True(t, got != old, msg)
+}
+
+// requireNoSecretIn fails when text holds secret, without printing either
+// (require.NotContains would print both).
+func requireNoSecretIn(t testing.TB, text, secret, msg string) {
+	t.Helper()
+	require.False(t, strings.Contains(text, secret), msg)
+}
+
+// requireQuietlyEqual is require.Equal for values that may hold a secret
+// (a stored config, a storage dump): a failure names the top-level keys
+// that differ, never a value.
+func requireQuietlyEqual(t testing.TB, want, got any, msg string) {
+	t.Helper()
+	if reflect.DeepEqual(want, got) {
+		return
+	}
+	t.Fatalf("%s: they differ in %s (values not shown: they may hold a secret)", msg, differingKeys(want, got))
+}
+
+// differingKeys names the keys whose values differ between a and b as JSON
+// objects, or says that the values are not objects.
+func differingKeys(a, b any) string {
+	var objA, objB map[string]json.RawMessage
+	ja, errA := json.Marshal(a)
+	jb, errB := json.Marshal(b)
+	if errA != nil || errB != nil || json.Unmarshal(ja, &objA) != nil || json.Unmarshal(jb, &objB) != nil {
+		return "their value"
+	}
+	var keys []string
+	for k := range objA {
+		if v, ok := objB[k]; !ok || !bytes.Equal(v, objA[k]) {
+			keys = append(keys, k)
+		}
+	}
+	for k := range objB {
+		if _, ok := objA[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return "state JSON does not show"
+	}
+	slices.Sort(keys)
+	return strings.Join(keys, ", ")
 }
 
 // storageDump is every entry in the env's storage, by key, so a test can

@@ -101,7 +101,7 @@ func TestCLI_RegisterConfigureReadRevokeRotateAndAudit(t *testing.T) {
 	// Config: written from a file, read back without the secret.
 	v.configure("mapsindoors", fake, map[string]any{"scopes": "integration"})
 	cfgOut := v.mustCLI("read", "-format=json", "mapsindoors/config")
-	require.NotContains(t, cfgOut, fake.Credentials().ClientSecret)
+	require.False(t, strings.Contains(cfgOut, fake.Credentials().ClientSecret), "the config read shows the secret")
 	cfg := dataOf(t, decode(t, cfgOut))
 	delete(cfg, "client_secret_age")
 	require.NotContains(t, cfg, "client_secret")
