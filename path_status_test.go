@@ -192,3 +192,19 @@ func TestMetrics_FailureStatus(t *testing.T) {
 		})
 	}
 }
+
+// A suspended entry (the stored secret's id, written back) is not deleted
+// while it is stored, so it is not due: a monitor that alerts on
+// pending_deletions_due > 0 would otherwise alert for as long as the
+// operator keeps that secret.
+func TestStatus_ASuspendedPendingDeletionIsNotDue(t *testing.T) {
+	e, clock, s0 := rotatedOnce(t, "1h") // S1 stored; S0 due at T+1h
+	e.writeConfig(t, map[string]any{"client_secret": s0.ClientSecret, "client_secret_id": s0.ClientSecretID})
+	clock.Add(2 * time.Hour)
+
+	got := e.read(t, "status").Data
+	require.Equal(t, 1, got["pending_deletions"], "the entry is kept")
+	require.Equal(t, 0, got["pending_deletions_due"], "but it is not due while it is the stored secret")
+	e.rollback(t)
+	require.True(t, e.fake.SecretWorks(s0.ClientSecret), "and nothing deleted it")
+}
