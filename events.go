@@ -158,36 +158,39 @@ func (q *eventQueue) droppedCount() uint64 {
 // leaseIssued is a creds read that handed out a token. Where every lease
 // gets a token of its own, the upstream issued it for this read, which is
 // also a token-issued event.
-func (b *backend) leaseIssued(role string, tok *upstream.Token, perLease bool) {
+func (b *backend) leaseIssued(r *roleRead, tok *upstream.Token) {
 	b.metrics.leasesIssued.Add(1)
-	if perLease {
-		b.tokenIssued(role, tok)
+	if r.perLease {
+		b.tokenIssued(r, tok, false)
 	}
 }
 
 // tokenIssued is a new token from the upstream for a role: its scopes, type,
-// lifetime and expiry, never the token. It is sent per upstream token, not
-// per creds read: a shared token serves many reads, each in the audit log,
-// and an event per read would cost Vault a round trip per read (about a
-// quarter of its creds read rate, measured through a real Vault).
-func (b *backend) tokenIssued(role string, tok *upstream.Token) {
+// lifetime and expiry, never the token; the path of the read that caused
+// it, and whether it was fetched ahead of its switch (the read only armed
+// the fetch). It is sent per upstream token, not per read: a shared token
+// serves many reads, each in the audit log, and an event per read would
+// cost Vault a round trip per read (about a quarter of its creds read rate,
+// measured through a real Vault).
+func (b *backend) tokenIssued(r *roleRead, tok *upstream.Token, ahead bool) {
 	b.emit(eventTokenIssued,
-		logical.EventMetadataPath, "creds/"+role,
+		logical.EventMetadataPath, r.path,
 		logical.EventMetadataOperation, string(logical.ReadOperation),
-		"role", role,
+		"role", r.name,
+		"fetched_ahead", strconv.FormatBool(ahead),
 		"scope", tok.Scope,
 		"token_type", tok.TokenType,
 		"expires_at", tok.ExpiresAt.UTC().Format(time.RFC3339),
 		"lifetime", strconv.FormatInt(int64(tok.Lifetime()/time.Second), 10))
 }
 
-// tokenRequestFailed is a creds read whose token request failed.
-func (b *backend) tokenRequestFailed(role string, err error) {
+// tokenRequestFailed is a read whose token request failed.
+func (b *backend) tokenRequestFailed(r *roleRead, err error) {
 	b.metrics.credsFailures.Add(1)
 	b.emit(eventTokenRequestFailed, append([]string{
-		logical.EventMetadataPath, "creds/" + role,
+		logical.EventMetadataPath, r.path,
 		logical.EventMetadataOperation, string(logical.ReadOperation),
-		"role", role,
+		"role", r.name,
 	}, upstreamErrorMetadata(err)...)...)
 }
 

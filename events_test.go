@@ -273,3 +273,38 @@ func TestEvents_ServerWithoutTheEventsRPCIsAskedOnceAndLoggedOnce(t *testing.T) 
 	require.Zero(t, strings.Count(e.logs.String(), "a Vault event was not sent"), "not logged twice")
 	require.Zero(t, e.read(t, "status").Data["events_dropped"], "not counted as dropped: there is nowhere to send them")
 }
+
+// A token-issued or token-request-failed event names the read that caused
+// it: a static-creds read's says static-creds/<role>, and a token fetched
+// ahead of its switch says so (fetched_ahead), with the path of the read
+// that started the fetch.
+func TestEvents_TokenEventsNameTheReadThatCausedThem(t *testing.T) {
+	rec := &recordingSender{}
+	e := newTestEnv(t, fakeupstream.Options{TokenLifetime: 30 * time.Second}, withEvents(rec))
+	clock := useSimClock(e)
+	e.configure(t, nil)
+	e.role(t, "app", nil)
+
+	e.fake.InjectFault(fakeupstream.EndpointToken, fakeupstream.Fault{Status: 401, Code: "invalid_client"})
+	_, err := e.do(t, logical.ReadOperation, "static-creds/app", nil)
+	require.Error(t, err)
+	e.b.outages.reset()
+	e.read(t, "static-creds/app")
+	for i := 0; e.fake.Hits(fakeupstream.EndpointToken) < 3; i++ {
+		require.Less(t, i, 60, "no token was fetched ahead")
+		clock.advance(time.Second)
+		e.read(t, "creds/app")
+		e.settle(clock)
+	}
+	e.b.events.wait()
+
+	failed := rec.ofType(eventTokenRequestFailed)
+	require.Len(t, failed, 1)
+	require.Equal(t, "static-creds/app", failed[0].Metadata[logical.EventMetadataPath])
+	issued := rec.ofType(eventTokenIssued)
+	require.Len(t, issued, 2)
+	require.Equal(t, "static-creds/app", issued[0].Metadata[logical.EventMetadataPath])
+	require.Equal(t, "false", issued[0].Metadata["fetched_ahead"])
+	require.Equal(t, "creds/app", issued[1].Metadata[logical.EventMetadataPath])
+	require.Equal(t, "true", issued[1].Metadata["fetched_ahead"])
+}

@@ -71,8 +71,11 @@ func secretToken(b *backend) *framework.Secret {
 // state and the token request they make.
 type roleRead struct {
 	mount, name string
-	role        *roleEntry
-	st          upstreamState
+	// path is the read's path (creds/<role> or static-creds/<role>), which
+	// the events it causes name.
+	path string
+	role *roleEntry
+	st   upstreamState
 	// cacheGen is the token cache's generation from before the role and
 	// config were looked up.
 	cacheGen uint64
@@ -118,7 +121,7 @@ func (b *backend) beginRead(ctx context.Context, req *logical.Request, d *framew
 		scopes = st.cfg.Scopes
 	}
 	return &roleRead{
-		mount: req.MountPoint, name: name, role: role, st: st, cacheGen: cacheGen,
+		mount: req.MountPoint, name: name, path: req.Path, role: role, st: st, cacheGen: cacheGen,
 		treq:     upstream.TokenRequest{Scopes: scopes, Params: role.tokenParams()},
 		perLease: st.cfg.provider().tokenPerLease || role.TokenPerLease,
 	}, nil, nil
@@ -132,7 +135,7 @@ func (b *backend) readFailed(r *roleRead, err error) (*logical.Response, error) 
 		b.Logger().Debug("token request not tried: a recent failure is remembered", "mount", r.mount, "role", r.name, "error", err)
 	} else {
 		b.Logger().Warn("token request failed", "mount", r.mount, "role", r.name, "error", err)
-		b.tokenRequestFailed(r.name, err)
+		b.tokenRequestFailed(r, err)
 	}
 	return errorResponse(err)
 }
@@ -185,7 +188,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	resp = b.Secret(secretTypeToken).Response(tokenFields(r.name, tok, now), internal)
 	resp.Secret.TTL = lease
 	resp.Secret.MaxTTL = lease
-	b.leaseIssued(r.name, tok, r.perLease)
+	b.leaseIssued(r, tok)
 	return resp, nil
 }
 
@@ -259,7 +262,7 @@ func (b *backend) fetchShared(ctx context.Context, r *roleRead, request string, 
 		b.outages.succeeded(r.name, r.st.gen)
 		shared := &sharedToken{Token: tok, tokenTimes: scheduleToken(tok, r.role.TTL), configGen: r.st.gen}
 		b.tokens.install(r.name, request, shared, r.cacheGen, b.now())
-		b.tokenIssued(r.name, tok)
+		b.tokenIssued(r, tok, ahead)
 		b.Logger().Debug("fetched upstream token", "mount", r.mount, "role", r.name, "lifetime", tok.Lifetime().String(), "ahead", ahead)
 		return shared, nil
 	})
