@@ -32,7 +32,11 @@ if [[ -z "$VAULT_VERSION" ]]; then
   exit 1
 fi
 cache="${VAULT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-secrets-mapsindoors}"
-bin="$cache/vault-v$VAULT_VERSION"
+# The binary is named by version and by what builds it (the module's go.mod,
+# go.sum and main.go), so a change to its pins or build tags builds anew
+# instead of reusing a binary built from something else.
+build_key="$(cat "$root/$module/go.mod" "$root/$module/go.sum" "$root/$module/main.go" | sha256sum | cut -c1-12)"
+bin="$cache/vault-v$VAULT_VERSION-$build_key"
 
 if [[ $pinned == 1 && -n "${VAULT_BIN:-}" ]]; then
   echo "$VAULT_BIN"; exit 0
@@ -71,5 +75,9 @@ trap 'rm -f "$tmp"' EXIT
 chmod +x "$tmp"
 mv -f "$tmp" "$bin"
 trap - EXIT
+# Builds of this version from an earlier module are no longer used.
+for old in "$cache/vault-v$VAULT_VERSION" "$cache/vault-v$VAULT_VERSION"-*; do
+  [[ "$old" == "$bin" || ! -e "$old" ]] || rm -f "$old"
+done
 echo "Vault v$VAULT_VERSION built in $(( $(date +%s) - start ))s." >&2
 echo "$bin"
