@@ -125,6 +125,7 @@ func TestEvents_EachEventAndNoSecretInAny(t *testing.T) {
 	}
 	require.Equal(t, map[string]int{"app": 1, "cam": 1}, perRole, "one per token the upstream issued")
 	require.Equal(t, "creds/app", issued[logical.EventMetadataPath])
+	require.Equal(t, "false", issued["fetched_ahead"])
 	require.Equal(t, "read", issued[logical.EventMetadataOperation])
 	require.Equal(t, "app", issued["role"])
 	require.Equal(t, "integration", issued["scope"])
@@ -275,9 +276,10 @@ func TestEvents_ServerWithoutTheEventsRPCIsAskedOnceAndLoggedOnce(t *testing.T) 
 }
 
 // A token-issued or token-request-failed event names the read that caused
-// it: a static-creds read's says static-creds/<role>, and a token fetched
+// it: a static-creds read's says static-creds/<role> (a creds read's,
+// creds/<role>: TestEvents_EachEventAndNoSecretInAny), and a token fetched
 // ahead of its switch says so (fetched_ahead), with the path of the read
-// that started the fetch.
+// that armed the fetch.
 func TestEvents_TokenEventsNameTheReadThatCausedThem(t *testing.T) {
 	rec := &recordingSender{}
 	e := newTestEnv(t, fakeupstream.Options{TokenLifetime: 30 * time.Second}, withEvents(rec))
@@ -293,7 +295,7 @@ func TestEvents_TokenEventsNameTheReadThatCausedThem(t *testing.T) {
 	for i := 0; e.fake.Hits(fakeupstream.EndpointToken) < 3; i++ {
 		require.Less(t, i, 60, "no token was fetched ahead")
 		clock.advance(time.Second)
-		e.read(t, "creds/app")
+		e.read(t, "static-creds/app")
 		e.settle(clock)
 	}
 	e.b.events.wait()
@@ -305,6 +307,6 @@ func TestEvents_TokenEventsNameTheReadThatCausedThem(t *testing.T) {
 	require.Len(t, issued, 2)
 	require.Equal(t, "static-creds/app", issued[0].Metadata[logical.EventMetadataPath])
 	require.Equal(t, "false", issued[0].Metadata["fetched_ahead"])
-	require.Equal(t, "creds/app", issued[1].Metadata[logical.EventMetadataPath])
+	require.Equal(t, "static-creds/app", issued[1].Metadata[logical.EventMetadataPath], "the path of the read that armed the fetch")
 	require.Equal(t, "true", issued[1].Metadata["fetched_ahead"])
 }
