@@ -290,7 +290,9 @@ func (s *Server) serve(ep Endpoint, h handler, w http.ResponseWriter, r *http.Re
 		select {
 		case <-time.After(active.Delay):
 		case <-r.Context().Done():
-			return
+			// The client is gone: close the connection without an
+			// answer (returning would have net/http send an empty 200).
+			panic(http.ErrAbortHandler)
 		}
 	}
 	if active.RetryAfter != "" {
