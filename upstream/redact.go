@@ -193,10 +193,40 @@ func (r *redactor) replace(s string) string {
 		s = strings.ReplaceAll(s, v, redacted)
 	}
 	for _, v := range r.plain {
-		s = strings.ReplaceAll(s, v, redacted)
+		s = replaceWord(s, v)
 	}
 	return s
 }
+
+// replaceWord replaces w in s where it stands as a word of its own, not
+// where it is part of a longer one: the username "admin" goes from "locked
+// admin", but "administrator" stays.
+func replaceWord(s, w string) string {
+	if w == "" {
+		return s
+	}
+	var b strings.Builder
+	for {
+		i := strings.Index(s, w)
+		if i < 0 {
+			break
+		}
+		end := i + len(w)
+		before, _ := utf8.DecodeLastRuneInString(s[:i])
+		after, _ := utf8.DecodeRuneInString(s[end:])
+		b.WriteString(s[:i])
+		if (i > 0 && isWordRune(before)) || (end < len(s) && isWordRune(after)) {
+			b.WriteString(w)
+		} else {
+			b.WriteString(redacted)
+		}
+		s = s[end:]
+	}
+	b.WriteString(s)
+	return b.String()
+}
+
+func isWordRune(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) || r == '_' }
 
 // leaks reports whether s, undone as percent-encoding, JSON escapes, HTML
 // entities or base64 (also twice over, or one inside the other), still

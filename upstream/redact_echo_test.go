@@ -128,3 +128,20 @@ func fromTable(rng *rand.Rand, t *unicode.RangeTable) rune {
 	r := t.R16[rng.Intn(len(t.R16))]
 	return rune(r.Lo + r.Stride*uint16(rng.Intn(int((r.Hi-r.Lo)/r.Stride)+1))) //nolint:gosec // G115: within the table's range
 }
+
+// The username is taken out where the upstream names it, but not from
+// inside other words: a short one ("admin") left "[redacted]istrator" in
+// an upstream's message.
+func TestError_UsernameIsRedactedAsAWordOnly(t *testing.T) {
+	srv, _ := recordingServer(t, nil)
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		oauthError(w, http.StatusBadRequest, "invalid_grant",
+			"the administrator locked "+r.PostForm.Get("username")+"; ask admin-desk or "+r.PostForm.Get("username")+"@example.com")
+	})
+	c := newClient(t, upstream.Config{TokenURL: srv.URL, CACertPEM: caPEM(srv), ClientID: "client",
+		GrantType: upstream.GrantPassword, AuthMethod: upstream.AuthClientSecretPost,
+		Username: "admin", Password: "a-long-enough-password"})
+	_, err := c.Token(context.Background(), upstream.TokenRequest{})
+	require.ErrorContains(t, err, `"invalid_grant": the administrator locked [redacted]; ask [redacted]-desk or [redacted]@example.com`)
+}
