@@ -17,7 +17,7 @@ GO          ?= go
 STATIC      := CGO_ENABLED=0
 TRIMPATH    := -trimpath
 
-.PHONY: all build release demo test unit fuzz e2e vault fmt fmt-check vet lint lint-go lint-sh tidy-check print-version print-release-platforms bench bench-e2e compat mutation
+.PHONY: all build release demo test unit fuzz e2e vault clean-vault fmt fmt-check vet lint lint-go lint-sh tidy-check print-version print-release-platforms bench bench-e2e compat mutation
 
 all: build
 
@@ -62,6 +62,11 @@ e2e: vault
 # Builds (once) and prints the pinned Vault server.
 vault:
 	@bash scripts/vault.sh
+
+# Removes every cached Vault build (each is kept by version and by what
+# built it, so older ones pile up); the next run builds what it needs.
+clean-vault:
+	@bash scripts/vault.sh --clean
 
 # The compatibility matrix: e2e/compat_test.go against each Vault server of
 # scripts/compat.sh (1.19 LTS to 1.21), each built once per machine and

@@ -4,6 +4,7 @@
 # downloaded here). The build is cached outside the repository and reused.
 #
 #   scripts/vault.sh [MODULE_DIR]
+#   scripts/vault.sh --clean     removes every cached Vault build
 #
 # MODULE_DIR is the Go module that builds the server, relative to the
 # repository: e2e/vault (the default) is the pinned server, e2e/vault-X.Y.Z
@@ -14,6 +15,12 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
+cache="${VAULT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-secrets-mapsindoors}"
+if [[ "${1:-}" == "--clean" ]]; then
+  # Every cached Vault build goes; the next run builds what it needs.
+  rm -fv "$cache"/vault-v* >&2
+  exit 0
+fi
 module="${1:-e2e/vault}"
 pinned=0
 [[ "$module" == "e2e/vault" ]] && pinned=1
@@ -31,16 +38,35 @@ if [[ -z "$VAULT_VERSION" ]]; then
   echo "No 'github.com/hashicorp/vault vX.Y.Z' require line in $module/go.mod." >&2
   exit 1
 fi
-cache="${VAULT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-secrets-mapsindoors}"
-# The binary is named by version and by what builds it (the module's go.mod,
-# go.sum and main.go), so a change to its pins or build tags builds anew
-# instead of reusing a binary built from something else.
-build_key="$(cat "$root/$module/go.mod" "$root/$module/go.sum" "$root/$module/main.go" | sha256sum | cut -c1-12)"
-bin="$cache/vault-v$VAULT_VERSION-$build_key"
-
 if [[ $pinned == 1 && -n "${VAULT_BIN:-}" ]]; then
   echo "$VAULT_BIN"; exit 0
 fi
+
+# Vault's own "minimal" build: the server, the CLI, Vault Agent, integrated
+# storage and the core plugins (kv, transit, approle, userpass, ...), without
+# the cloud storage backends and auth methods the tests never use. It builds
+# in half the time of the full binary (measured on 2 cores: 448 s against
+# 849 s). Without cgo, as HashiCorp builds its releases; -s -w drop the
+# symbol and debug tables nobody reads here.
+build_env=(CGO_ENABLED=0)
+build_flags=(-tags minimal -trimpath -ldflags "-s -w")
+# The binary is named by version and by everything that builds it: the
+# module (go.mod, go.sum, main.go), the build's flags and the Go toolchain.
+# A change to any of them builds anew instead of reusing a binary built
+# from something else. Older builds stay (another checkout may be running
+# one); `scripts/vault.sh --clean` (make clean-vault) removes them all.
+for f in go.sum main.go; do
+  if [[ ! -f "$root/$module/$f" ]]; then
+    echo "The Vault build module $module has no $f." >&2
+    exit 1
+  fi
+done
+build_key="$(
+  cd "$root/$module"
+  { cat go.mod go.sum main.go; echo "${build_env[*]} ${build_flags[*]}"; go env GOVERSION; } | sha256sum | cut -c1-12
+)"
+bin="$cache/vault-v$VAULT_VERSION-$build_key"
+
 if [[ -x "$bin" ]]; then
   echo "$bin"; exit 0
 fi
@@ -65,19 +91,9 @@ echo "Building Vault v$VAULT_VERSION from source into $cache." >&2
 echo "This happens once per machine and takes about 7 minutes on 2 cores; later runs reuse it." >&2
 tmp="$(mktemp "$cache/vault-build.XXXXXX")"
 trap 'rm -f "$tmp"' EXIT
-# Vault's own "minimal" build: the server, the CLI, Vault Agent, integrated
-# storage and the core plugins (kv, transit, approle, userpass, ...), without
-# the cloud storage backends and auth methods the tests never use. It builds
-# in half the time of the full binary (measured on 2 cores: 448 s against
-# 849 s). Without cgo, as HashiCorp builds its releases; -s -w drop the
-# symbol and debug tables nobody reads here.
-(cd "$root/$module" && CGO_ENABLED=0 go build -tags minimal -trimpath -ldflags "-s -w" -o "$tmp" .) >&2
+(cd "$root/$module" && env "${build_env[@]}" go build "${build_flags[@]}" -o "$tmp" .) >&2
 chmod +x "$tmp"
 mv -f "$tmp" "$bin"
 trap - EXIT
-# Builds of this version from an earlier module are no longer used.
-for old in "$cache/vault-v$VAULT_VERSION" "$cache/vault-v$VAULT_VERSION"-*; do
-  [[ "$old" == "$bin" || ! -e "$old" ]] || rm -f "$old"
-done
 echo "Vault v$VAULT_VERSION built in $(( $(date +%s) - start ))s." >&2
 echo "$bin"
