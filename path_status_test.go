@@ -208,3 +208,21 @@ func TestStatus_ASuspendedPendingDeletionIsNotDue(t *testing.T) {
 	e.rollback(t)
 	require.True(t, e.fake.SecretWorks(s0.ClientSecret), "and nothing deleted it")
 }
+
+// A deletion that failed and waits for its next attempt is still due: it
+// is past its grace and not deleted, which is what a monitor alerts on.
+func TestStatus_AFailedDeletionWaitingForItsNextAttemptIsStillDue(t *testing.T) {
+	e, clock, s0 := rotatedOnce(t, "1h")
+	e.fake.InjectFault(fakeupstream.EndpointDeleteSecret, fakeupstream.Fault{Status: 403, Times: -1})
+	clock.Add(2 * time.Hour)
+	for range 4 { // the first three failures are retried at once
+		e.rollback(t)
+	}
+
+	stored := e.storedConfig(t)
+	require.Len(t, stored.PendingDeletions, 1)
+	require.Positive(t, stored.PendingDeletions[0].Attempts, "the delete was tried and failed")
+	require.False(t, stored.hasDueDeletions(clock.Now()), "it waits for its next attempt")
+	require.Equal(t, 1, e.read(t, "status").Data["pending_deletions_due"])
+	require.True(t, e.fake.SecretWorks(s0.ClientSecret))
+}
