@@ -53,8 +53,8 @@ func requireNothingHarvested(t *testing.T, e *testEnv, attacker *fakeupstream.Re
 		require.NoError(t, err)
 		require.False(t, live, "an assertion the attacker's host received buys a token at the real server")
 	}
-	require.Empty(t, attacker.Credentials(), "the attacker's host received a credential")
-	require.Empty(t, attacker.Received(), "the attacker's host received a request")
+	require.Zero(t, len(attacker.Credentials()), "the attacker's host received a credential")
+	require.Zero(t, len(attacker.Received()), "the attacker's host received a request")
 }
 
 // The control for requireNothingHarvested's replay: an assertion of the
@@ -171,7 +171,7 @@ func TestAttackConfigWriter_ClientSecretMountMovesSendNoStoredSecret(t *testing.
 		resp, err := e.write(t, "config", move)
 		requireBadRequest(t, resp, err, "write client_secret")
 	}
-	require.Empty(t, attacker.Received(), "a refused move made no request")
+	require.Zero(t, len(attacker.Received()), "a refused move made no request")
 
 	// With a secret of their own the move is theirs to make, and their own
 	// secret is all the host sees.

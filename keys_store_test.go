@@ -54,7 +54,7 @@ func TestRetireSigningKeys_DeletesTheKeysFromStorageAndMemoryAndNamesThem(t *tes
 	require.Contains(t, warning, "remove them from the client's registration at the server")
 	entry, err := e.storage.Get(t.Context(), keysStoragePath)
 	require.NoError(t, err)
-	require.Nil(t, entry, "the key set is gone from storage")
+	require.True(t, entry == nil, "the key set is gone from storage")
 	_, published = jwksOf(t, e.b, e.storage)
 	require.Empty(t, published.Keys, "and from the JWKS this node serves")
 	_, err = e.b.keys.SigningKey(t.Context())

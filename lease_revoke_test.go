@@ -33,11 +33,11 @@ func TestTokenPerLease_EachLeaseRevokedByRFC7009(t *testing.T) {
 
 			s1, s2 := e.read(t, "creds/shared"), e.read(t, "creds/shared")
 			require.True(t, s1.Data["access_token"] == s2.Data["access_token"], "a role without token_per_lease shares its token")
-			require.NotContains(t, s1.Secret.InternalData, "access_token", "a shared token is not revoked with one lease")
+			requireNoKey(t, s1.Secret.InternalData, "access_token", "a shared token is not revoked with one lease")
 
 			first, second := e.read(t, "creds/own"), e.read(t, "creds/own")
 			a, b := first.Data["access_token"].(string), second.Data["access_token"].(string)
-			require.NotEqual(t, a, b, "every lease has a token of its own")
+			requireNewToken(t, a, b, "every lease has a token of its own")
 			require.Equal(t, e.fake.JWTRevocationURL(), first.Secret.InternalData["revocation_url"])
 
 			_, err := e.revoke(t, first.Secret)
@@ -144,7 +144,7 @@ func TestTokenPerLease_WithoutRevocationURLKeepsNoToken(t *testing.T) {
 	e.role(t, "own", map[string]any{"token_per_lease": true})
 	first, second := e.read(t, "creds/own"), e.read(t, "creds/own")
 	requireNewToken(t, first.Data["access_token"], second.Data["access_token"], "a token_per_lease role gets a token per read")
-	require.NotContains(t, first.Secret.InternalData, "access_token", "nothing could revoke it, so it is not kept")
+	requireNoKey(t, first.Secret.InternalData, "access_token", "nothing could revoke it, so it is not kept")
 	_, err := e.revoke(t, first.Secret)
 	require.NoError(t, err)
 	require.Zero(t, e.fake.Hits(fakeupstream.EndpointJWTRevoke))

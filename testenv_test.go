@@ -328,11 +328,12 @@ func requireSameToken(t testing.TB, want string, got any, msg string) {
 	require.True(t, got == any(want), msg)
 }
 
-// requireNewToken fails when got is the token old, without printing
-// either.
+// requireNewToken fails unless got is a token (a non-empty string) other
+// than old, without printing either.
 func requireNewToken(t testing.TB, old, got any, msg string) {
 	t.Helper()
-	require.True(t, got != old, msg)
+	s, ok := got.(string)
+	require.True(t, ok && s != "" && got != old, msg)
 }
 
 // requireNoSecretIn fails when text holds secret, without printing either
@@ -340,6 +341,14 @@ func requireNewToken(t testing.TB, old, got any, msg string) {
 func requireNoSecretIn(t testing.TB, text, secret, msg string) {
 	t.Helper()
 	require.False(t, strings.Contains(text, secret), msg)
+}
+
+// requireNoKey fails when m has key, without printing m (require.NotContains
+// would print it, and with it the value it should not hold).
+func requireNoKey(t testing.TB, m map[string]any, key, msg string) {
+	t.Helper()
+	_, has := m[key]
+	require.False(t, has, msg)
 }
 
 // requireQuietlyEqual is require.Equal for values that may hold a secret

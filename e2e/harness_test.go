@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -352,7 +353,7 @@ func (v *vaultServer) dumpLog() {
 	if err != nil {
 		return
 	}
-	lines := strings.Split(redactServerLog(string(data)), "\n")
+	lines := strings.Split(maskSensitive(redactServerLog(string(data))), "\n")
 	var problems []string
 	for _, l := range lines {
 		if strings.Contains(l, "[ERROR]") || strings.Contains(l, "[WARN]") {
@@ -553,10 +554,42 @@ func dataOf(t testing.TB, m map[string]any) map[string]any {
 	return d
 }
 
+// sensitive holds what every log a failing test prints is masked with: the
+// secrets and tokens of each fake the tests started, and the tokens they
+// read. A log is printed because something failed, perhaps because it
+// holds a secret; the print must not show it.
+var sensitive struct {
+	mu      sync.Mutex
+	sources []func() []string
+}
+
+// noteSensitive adds a source of values to mask in printed logs.
+func noteSensitive(source func() []string) {
+	sensitive.mu.Lock()
+	defer sensitive.mu.Unlock()
+	sensitive.sources = append(sensitive.sources, source)
+}
+
+// maskSensitive is log with every value noteSensitive knows masked.
+func maskSensitive(log string) string {
+	sensitive.mu.Lock()
+	sources := slices.Clone(sensitive.sources)
+	sensitive.mu.Unlock()
+	for _, source := range sources {
+		for _, v := range source() {
+			if v != "" {
+				log = strings.ReplaceAll(log, v, "(masked)")
+			}
+		}
+	}
+	return log
+}
+
 func startFake(t testing.TB, opts fakeupstream.Options) *fakeupstream.Server {
 	t.Helper()
 	fake, err := fakeupstream.Start(opts)
 	require.NoError(t, err)
+	noteSensitive(fake.Sensitive)
 	t.Cleanup(func() {
 		require.Empty(t, fake.Unexpected(), "the fake got requests it does not serve")
 		fake.Close()
@@ -604,4 +637,17 @@ template {
 	agent := &vaultServer{t: t, name: "agent", addr: v.addr, logPath: filepath.Join(dir, "agent.log")}
 	agent.start("agent", "-config="+cfg)
 	return rendered, agent
+}
+
+// A log printed for a failing test shows none of the values noted as
+// sensitive: a fake's secrets and the tokens the tests read.
+func TestMaskSensitive_MasksEveryNotedValue(t *testing.T) {
+	fake := startFake(t, fakeupstream.Options{})
+	token := "a-token-the-test-read"
+	noteSensitive(func() []string { return []string{token} })
+	log := "login with " + fake.Credentials().ClientSecret + " gave " + token + "; nothing else"
+	got := maskSensitive(log)
+	require.False(t, strings.Contains(got, fake.Credentials().ClientSecret), "the fake's secret is shown")
+	require.False(t, strings.Contains(got, token), "a noted token is shown")
+	require.Equal(t, "login with (masked) gave (masked); nothing else", got)
 }

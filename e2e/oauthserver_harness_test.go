@@ -115,7 +115,7 @@ func startOAuthServer(t *testing.T) *oauthServer {
 		if t.Failed() {
 			// The server logs no secret, assertion or token (its README).
 			data, _ := os.ReadFile(s.logPath)
-			t.Logf("oauthserver log:\n%s", data)
+			t.Logf("oauthserver log:\n%s", maskSensitive(string(data)))
 		}
 	})
 

@@ -28,7 +28,7 @@ func TestCameraManager_QueryOrFormRefreshAndLogout(t *testing.T) {
 	status, refreshed := post(t, c, fake.CameraManagerTokenURL(), url.Values{"grant_type": {"refresh_token"}, "scope": {"write"}, "refresh_token": {rt}},
 		cr.CameraManagerKeyID, cr.CameraManagerKeySecret)
 	require.Equal(t, 200, status)
-	require.Equal(t, rt, refreshed["refresh_token"])
+	require.True(t, refreshed["refresh_token"] == any(rt), "the refresh token is kept") // not Equal: it would print it
 
 	logout := func(token string) int {
 		req, err := http.NewRequestWithContext(context.Background(), http.MethodDelete, fake.CameraManagerLogoutURL(), nil)

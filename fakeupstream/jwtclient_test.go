@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"testing"
 	"time"
 
@@ -112,7 +113,7 @@ func TestJWTClient_ChecksAnAssertionAsFositeDoes(t *testing.T) {
 	}(), "", "")
 	require.Equal(t, http.StatusOK, status)
 	require.True(t, fake.TokenRevoked("unknown"))
-	require.Contains(t, fake.Sensitive(), reused, "assertions count as secrets for the leak checks")
+	require.True(t, slices.Contains(fake.Sensitive(), reused), "assertions count as secrets for the leak checks")
 }
 
 func randomJTI(t *testing.T) string {

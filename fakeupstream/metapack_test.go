@@ -14,8 +14,7 @@ func TestMetapack_RawBasicOnly(t *testing.T) {
 	fake := start(t, fakeupstream.Options{})
 	c := client(t, fake)
 	cr := fake.Credentials()
-	require.Contains(t, cr.MetapackKeySecret, "$")
-	require.Contains(t, cr.MetapackKeySecret, "+")
+	require.True(t, strings.Contains(cr.MetapackKeySecret, "$") && strings.Contains(cr.MetapackKeySecret, "+"), "the key secret has $ and +")
 	form := url.Values{"grant_type": {"client_credentials"}}
 
 	status, body := post(t, c, fake.MetapackTokenURL(), form, cr.MetapackKeyID, cr.MetapackKeySecret)

@@ -219,7 +219,12 @@ func newFixture(t *testing.T, opts Options) *fixture {
 			}
 		}
 		if t.Failed() {
-			t.Logf("server log:\n%s", logs)
+			for _, s := range f.sensitive {
+				if s != "" {
+					logs = strings.ReplaceAll(logs, s, "(masked)")
+				}
+			}
+			t.Logf("server log, its secrets, assertions and tokens masked:\n%s", logs)
 		}
 	})
 	return f
@@ -436,7 +441,7 @@ func TestPrivateKeyJWT(t *testing.T) {
 			t.Fatalf("%d %v", code, body)
 		}
 		if body["token_type"] != "bearer" || body["scope"] != "read" {
-			t.Errorf("token answer %v", body)
+			t.Errorf("token answer: token_type %v, scope %v", body["token_type"], body["scope"])
 		}
 		if in := f.introspect(body["access_token"].(string)); in["active"] != true || in["client_id"] != "jwt-rs" || in["sub"] != "jwt-rs" {
 			t.Errorf("introspection %v", in)
