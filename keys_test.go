@@ -187,8 +187,7 @@ func TestKeys_FirstKeyIsMadePublishedAndSignsTokenRequests(t *testing.T) {
 				require.Equal(t, tc.crv, k["crv"])
 			}
 			for _, private := range []string{"d", "p", "q", "dp", "dq", "qi", "k"} {
-				_, has := k[private]
-				require.False(t, has, "public members only")
+				requireNoKey(t, k, private, "public members only")
 			}
 			require.True(t, set.Keys[0].IsPublic())
 			// The kid is the key's RFC 7638 thumbprint.

@@ -32,7 +32,7 @@ func TestTokenPerLease_EachLeaseRevokedByRFC7009(t *testing.T) {
 			require.Equal(t, false, e.read(t, "roles/shared").Data["token_per_lease"])
 
 			s1, s2 := e.read(t, "creds/shared"), e.read(t, "creds/shared")
-			require.True(t, s1.Data["access_token"] == s2.Data["access_token"], "a role without token_per_lease shares its token")
+			requireSameToken(t, s1.Data["access_token"].(string), s2.Data["access_token"], "a role without token_per_lease shares its token")
 			requireNoKey(t, s1.Secret.InternalData, "access_token", "a shared token is not revoked with one lease")
 
 			first, second := e.read(t, "creds/own"), e.read(t, "creds/own")

@@ -345,10 +345,10 @@ func requireNoSecretIn(t testing.TB, text, secret, msg string) {
 
 // requireNoKey fails when m has key, without printing m (require.NotContains
 // would print it, and with it the value it should not hold).
-func requireNoKey(t testing.TB, m map[string]any, key, msg string) {
+func requireNoKey(t testing.TB, m map[string]any, key string, msgAndArgs ...any) {
 	t.Helper()
 	_, has := m[key]
-	require.False(t, has, msg)
+	require.False(t, has, msgAndArgs...)
 }
 
 // requireQuietlyEqual is require.Equal for values that may hold a secret
