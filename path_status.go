@@ -54,9 +54,7 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 		now := b.now()
 		pending = len(stored.PendingDeletions)
 		for _, p := range stored.PendingDeletions {
-			// The stored secret's entry is suspended, never deleted
-			// while it is stored (suspendOrResumePending): not due.
-			if p.ID != stored.ClientSecretID && !now.Before(p.DueAt) {
+			if !stored.suspends(p) && !now.Before(p.DueAt) {
 				due++
 			}
 		}

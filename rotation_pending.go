@@ -98,12 +98,17 @@ func (p pendingDeletion) dueForDeletion(now time.Time, account string) bool {
 	return belongsTo(p.Account, account) && !now.Before(p.DueAt) && !now.Before(p.NextAttempt)
 }
 
-// hasDueDeletions says whether a pending deletion is due at now (the
-// stored secret's, suspended, never is).
+// suspends says whether p is the stored secret's own entry, which is
+// suspended (suspendOrResumePending): nothing deletes it, and it is never
+// due, while c holds that secret.
+func (c *config) suspends(p pendingDeletion) bool { return p.ID == c.ClientSecretID }
+
+// hasDueDeletions says whether a pending deletion is due at now (a
+// suspended one never is).
 func (c *config) hasDueDeletions(now time.Time) bool {
 	account := c.account().fingerprint()
 	for _, p := range c.PendingDeletions {
-		if p.ID != c.ClientSecretID && p.dueForDeletion(now, account) {
+		if !c.suspends(p) && p.dueForDeletion(now, account) {
 			return true
 		}
 	}
@@ -233,8 +238,7 @@ func (b *backend) settlePendingLocked(ctx context.Context, s logical.Storage, lo
 	var chosen []pendingDeletion
 	for _, p := range stored.PendingDeletions {
 		switch {
-		case p.ID == cfg.ClientSecretID:
-			// The mount holds it again: suspended (suspendOrResumePending).
+		case cfg.suspends(p):
 			rep.readopted = append(rep.readopted, p.ID)
 		case belongsTo(p.Account, account) && pick(p, account):
 			chosen = append(chosen, p)

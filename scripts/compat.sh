@@ -18,9 +18,10 @@ cd "$(dirname "$0")/.."
 # against 35 s here); what a fresh 2-core CI run pays for is building the
 # servers (measured in README.md's opening: a cold .ci/run, the four builds
 # included, took 22-28 minutes, under the 45 it must keep). Should it not
-# fit, give the servers between the oldest and the newest ":smoke". Not here: Vault 1.20 (no 1.20 release builds from
-# the Go module proxy against a published sdk), 1.21.3 and 1.21.4 (neither
-# builds against a published sdk; 1.21.2 is the newest 1.21 that does).
+# fit, give the servers between the oldest and the newest ":smoke". Not
+# here: Vault 1.20 (no 1.20 release builds from the Go module proxy against
+# a published sdk), 1.21.3 and 1.21.4 (neither builds against a published
+# sdk; 1.21.2 is the newest 1.21 that does).
 COMPAT_MATRIX="${COMPAT_MATRIX:-e2e/vault-1.19.0:full e2e/vault-1.19.5:full e2e/vault:full e2e/vault-1.21.2:full}"
 read -r -a matrix <<<"$COMPAT_MATRIX"
 
